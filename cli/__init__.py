@@ -1,0 +1,1 @@
+"""The `swarm` command: one module per subcommand, a thin layer over swarm/."""

@@ -1,0 +1,1 @@
+"""The swarm node: transport, training, compression, aggregation, reputation, store, API and orchestration."""
