@@ -1,0 +1,216 @@
+"""A node's YAML config and the swarm's genesis, validated at load.
+
+The genesis holds everything that must be equal on every node for the replicated state to be equal: the
+members, the model and its seed, the aggregation rule and the server optimizer. The node config holds what is
+a node's own business: its key, addresses, data, local training, compression and timeouts. Relative paths in
+a file are taken relative to that file's folder, so a cluster folder can be moved as a whole.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crypto.peer_id import PeerIdError, public_key_from_peer_id
+from swarm.config_schema import ConfigError, build
+
+DATASETS = ("mnist5k", "digits", "synthetic")
+MODELS = ("mlp", "cnn")
+RULES = ("mean", "krum", "multi_krum", "median", "trimmed_mean", "bulyan", "centered_clipping",
+         "weighted_median", "weighted_trimmed_mean")
+COMPRESSIONS = ("none", "fp16", "int8", "topk", "topk_int8")
+
+
+@dataclass
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=0, metadata={"min": 0, "max": 65535})
+    token: str | None = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = field(default="mnist5k", metadata={"choices": DATASETS})
+    custom: str | None = None           # "module:function" returning a dataset; overrides name
+    partition: str = field(default="iid", metadata={"choices": ("iid", "dirichlet")})
+    alpha: float = field(default=0.5, metadata={"min": 1e-3})
+    seed: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
+    lr: float = field(default=0.1, metadata={"min": 0.0})
+    local_steps: int = field(default=1, metadata={"min": 1, "max": 10000})
+    prox_mu: float = field(default=0.0, metadata={"min": 0.0})
+    device: str = "auto"
+
+
+@dataclass
+class CompressionConfig:
+    scheme: str = field(default="fp16", metadata={"choices": COMPRESSIONS})
+    ratio: float = field(default=0.01, metadata={"min": 1e-6, "max": 1.0})
+    error_feedback: bool = True
+
+
+@dataclass
+class ConsensusConfig:
+    heartbeat_s: float = field(default=0.3, metadata={"min": 0.01, "max": 60.0})
+    election_timeout_s: float = field(default=2.0, metadata={"min": 0.05, "max": 600.0})
+    collection_timeout_s: float = field(default=3.0, metadata={"min": 0.05, "max": 3600.0})
+    snapshot_every: int = field(default=10, metadata={"min": 1})
+
+
+@dataclass
+class TransportConfig:
+    max_payload_bytes: int = field(default=64 << 20, metadata={"min": 1024, "max": 1 << 30})
+    dial_backoff_max_s: float = field(default=5.0, metadata={"min": 0.1})
+    peer_timeout_s: float = field(default=2.0, metadata={"min": 0.1})
+
+
+@dataclass
+class NodeConfig:
+    identity: str
+    genesis: str
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    bootstrap: list[str] = field(default_factory=list)
+    data_dir: str = "data"
+    name: str | None = None
+    api: ApiConfig = field(default_factory=ApiConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    attack: str | None = None           # an attack profile from swarm.attacks, for tests and demos only
+    max_rounds: int | None = field(default=None, metadata={"min": 1})
+    log_level: str = field(default="INFO", metadata={"choices": ("DEBUG", "INFO", "WARNING", "ERROR")})
+
+
+@dataclass
+class Member:
+    name: str
+    peer_id: str
+
+
+@dataclass
+class ModelSpec:
+    name: str = field(default="mlp", metadata={"choices": MODELS})
+    custom: str | None = None           # "module:function" returning a torch.nn.Module; overrides name
+    seed: int = 0
+
+
+@dataclass
+class AggregationSpec:
+    rule: str = field(default="multi_krum", metadata={"choices": RULES})
+    nnm: bool = False
+    reputation_floor: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServerOptimizerSpec:
+    lr: float = field(default=1.0, metadata={"min": 0.0})
+    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 0.999})
+
+
+@dataclass
+class Genesis:
+    swarm_id: str
+    members: list[Member]
+    model: ModelSpec = field(default_factory=ModelSpec)
+    aggregation: AggregationSpec = field(default_factory=AggregationSpec)
+    server_optimizer: ServerOptimizerSpec = field(default_factory=ServerOptimizerSpec)
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    @property
+    def f(self) -> int:
+        """Byzantine nodes tolerated: n = 3f+1 at best."""
+        return (self.n - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        return 2 * self.f + 1
+
+    @property
+    def peer_ids(self) -> list[str]:
+        return [m.peer_id for m in self.members]
+
+    def name_of(self, peer_id: str) -> str:
+        return next((m.name for m in self.members if m.peer_id == peer_id), peer_id[:12])
+
+    def index_of(self, peer_id: str) -> int:
+        return self.peer_ids.index(peer_id)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path))
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    path = Path(path)
+    config = build(NodeConfig, _read_yaml(path), str(path))
+    base = path.resolve().parent
+    config.identity = _resolve(base, config.identity)
+    config.genesis = _resolve(base, config.genesis)
+    config.data_dir = _resolve(base, config.data_dir)
+    if not config.listen.startswith("/ip4/") or "/tcp/" not in config.listen:
+        raise ConfigError(str(path), "listen", f"expected a multiaddr like /ip4/127.0.0.1/tcp/9000, got {config.listen!r}")
+    for i, addr in enumerate(config.bootstrap):
+        if "/p2p/" not in addr:
+            raise ConfigError(str(path), f"bootstrap[{i}]", f"expected a multiaddr ending in /p2p/<peer id>, got {addr!r}")
+    if config.api.host not in ("127.0.0.1", "localhost", "::1") and not config.api.token:
+        raise ConfigError(str(path), "api.token", "required when the API is bound beyond loopback")
+    return config
+
+
+def load_genesis(path: str | Path) -> Genesis:
+    path = Path(path)
+    genesis = build(Genesis, _read_yaml(path), str(path))
+    validate_genesis(genesis, str(path))
+    return genesis
+
+
+def validate_genesis(genesis: Genesis, source: str) -> None:
+    if not genesis.swarm_id or len(genesis.swarm_id.encode()) > 64:
+        raise ConfigError(source, "swarm_id", "expected a non-empty string of at most 64 bytes")
+    if not genesis.members:
+        raise ConfigError(source, "members", "a swarm needs at least one member")
+    seen_ids, seen_names = set(), set()
+    for i, member in enumerate(genesis.members):
+        try:
+            public_key_from_peer_id(member.peer_id)
+        except PeerIdError as exc:
+            raise ConfigError(source, f"members[{i}].peer_id", str(exc)) from None
+        if member.peer_id in seen_ids:
+            raise ConfigError(source, f"members[{i}].peer_id", "duplicate peer id")
+        if member.name in seen_names:
+            raise ConfigError(source, f"members[{i}].name", "duplicate name")
+        seen_ids.add(member.peer_id)
+        seen_names.add(member.name)
+
+
+def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
+    from dataclasses import asdict
+    return asdict(genesis)
+
+
+def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
