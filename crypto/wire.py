@@ -163,7 +163,7 @@ def decode_value(reader: Reader, _depth: int = 0) -> Any:
             raise DecodeError("non_finite", "float is NaN or infinite")
         return value
     if tag == _BYTES:
-        return reader.blob(reader.remaining)
+        return bytes(reader.take(reader.u32()))
     if tag == _STR:
         n = reader.u32()
         return _utf8(reader.take(n))
