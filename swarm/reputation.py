@@ -1,0 +1,77 @@
+"""Committed reputation: updated inside `apply` from the committed entry alone, so every honest node agrees.
+
+Per member and round, three observations in [0, 1] feed exponential moving averages (rate ``RATE``):
+
+- quality: 0 when the member's gradient was left out by the rule or quarantined, else ``min(1, m / d_i)`` where
+  d_i is its distance to the aggregate and m the median of those distances (honest updates sit near the median);
+- participation: 1 when its gradient is in the entry, else 0;
+- consensus: 1 when it signed the previous round's commit certificate (carried in the entry), else 0.
+
+score = clamp(0.5*quality + 0.3*participation + 0.2*consensus - 0.25*penalties, 0.1, 1.0). A member whose score
+is under the genesis' ``reputation_floor`` is quarantined: its gradient is still scored but not aggregated, so it
+can earn its way back. All arithmetic is Python floats in a fixed order: bit-identical everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from swarm.state import PeerReputation
+
+RATE = 0.3
+PENALTY_WEIGHT = 0.25
+
+
+@dataclass(frozen=True)
+class RoundObservation:
+    """What one committed round says about the members."""
+
+    included: frozenset[str]            # senders whose gradients are in the entry
+    aggregated: frozenset[str]          # of those, the ones the rule selected (not quarantined, not filtered)
+    distances: dict[str, float]         # distance of each included gradient to the aggregate
+    certificate_signers: frozenset[str] | None  # signers of the previous commit certificate (None: unknown)
+    convicted: frozenset[str] = frozenset()     # members with committed evidence against them this round
+
+
+def score(rep: PeerReputation) -> float:
+    raw = 0.5 * rep.quality + 0.3 * rep.participation + 0.2 * rep.consensus - PENALTY_WEIGHT * rep.penalties
+    return min(1.0, max(0.1, raw))
+
+
+def is_quarantined(rep: PeerReputation, floor: float) -> bool:
+    return score(rep) < floor
+
+
+def update(table: tuple[tuple[str, PeerReputation], ...], obs: RoundObservation
+           ) -> tuple[tuple[str, PeerReputation], ...]:
+    median = _median([obs.distances[p] for p in sorted(obs.aggregated) if p in obs.distances])
+    updated = []
+    for peer, rep in table:
+        if peer in obs.aggregated:
+            distance = obs.distances.get(peer, 0.0)
+            quality = 1.0 if distance <= median or distance == 0.0 else min(1.0, median / distance)
+        else:
+            quality = 0.0
+        participation = 1.0 if peer in obs.included else 0.0
+        consensus = rep.consensus if obs.certificate_signers is None else (
+            1.0 if peer in obs.certificate_signers else 0.0)
+        updated.append((peer, replace(
+            rep,
+            quality=_ema(rep.quality, quality),
+            participation=_ema(rep.participation, participation),
+            consensus=_ema(rep.consensus, consensus),
+            rounds_included=rep.rounds_included + (peer in obs.included),
+            penalties=rep.penalties + (peer in obs.convicted),
+        )))
+    return tuple(updated)
+
+
+def _ema(old: float, observed: float) -> float:
+    return (1.0 - RATE) * old + RATE * observed
+
+
+def _median(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])

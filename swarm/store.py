@@ -1,0 +1,156 @@
+"""The node's durable store: SQLite in WAL mode plus snapshot files named by state hash.
+
+Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted
+values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
+name (so a store can be replayed and audited offline), and local peer scores. Every write is one transaction
+with ``synchronous=FULL``: a node killed at any instant finds either the old or the new value, never half.
+Snapshots are written to a temporary file, fsynced and renamed into place.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from crypto import wire
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chain (
+    round INTEGER PRIMARY KEY, term INTEGER NOT NULL, digest BLOB NOT NULL, entry BLOB NOT NULL,
+    certificate BLOB NOT NULL, state_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS gradients (
+    digest BLOB PRIMARY KEY, round INTEGER NOT NULL, sender TEXT NOT NULL, raw BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS gradients_round ON gradients(round);
+CREATE TABLE IF NOT EXISTS local_scores (
+    peer TEXT PRIMARY KEY, score REAL NOT NULL, rejected INTEGER NOT NULL, last_reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (round INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    round: int
+    term: int
+    digest: bytes
+    entry: Any          # plain value (crypto.wire) of the entry
+    certificate: Any    # plain value of the commit certificate
+    state_hash: bytes
+
+
+class StoreError(RuntimeError):
+    """The store refused a write that would break an invariant (e.g. overwrite a committed round)."""
+
+
+class Store:
+    def __init__(self, data_dir: str | Path):
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "snapshots").mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.dir / "node.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---------------------------------------------------------------- consensus values (term, vote, lock)
+    def put_meta(self, key: str, value: Any) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, wire.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else wire.loads(row[0])
+
+    # ---------------------------------------------------------------- committed chain
+    def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
+        """Persist a committed round with the gradient envelopes it names; never overwrites a round."""
+        with self._lock, self._db:
+            existing = self._db.execute("SELECT digest FROM chain WHERE round = ?", (row.round,)).fetchone()
+            if existing is not None:
+                if existing[0] != row.digest:
+                    raise StoreError(f"round {row.round} is already committed with another digest")
+                return
+            top = self._db.execute("SELECT MAX(round) FROM chain").fetchone()[0]
+            if top is not None and row.round != top + 1:
+                raise StoreError(f"round {row.round} does not follow committed round {top}")
+            self._db.executemany("INSERT OR IGNORE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
+                                 gradients)
+            self._db.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?)",
+                             (row.round, row.term, row.digest, wire.dumps(row.entry), wire.dumps(row.certificate),
+                              row.state_hash))
+
+    def last_round(self) -> int:
+        with self._lock:
+            top = self._db.execute("SELECT MAX(round) FROM chain").fetchone()[0]
+        return 0 if top is None else top
+
+    def first_round(self) -> int:
+        with self._lock:
+            low = self._db.execute("SELECT MIN(round) FROM chain").fetchone()[0]
+        return 0 if low is None else low
+
+    def rows(self, start: int = 1, limit: int = 1 << 30) -> Iterator[ChainRow]:
+        with self._lock:
+            fetched = self._db.execute("SELECT * FROM chain WHERE round >= ? ORDER BY round LIMIT ?",
+                                       (start, limit)).fetchall()
+        for round_, term, digest, entry, cert, state_hash in fetched:
+            yield ChainRow(round_, term, digest, wire.loads(entry), wire.loads(cert), state_hash)
+
+    def row(self, round_: int) -> ChainRow | None:
+        return next(self.rows(round_, 1), None) if round_ >= 1 else None
+
+    def gradient(self, digest: bytes) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM gradients WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else row[0]
+
+    # ---------------------------------------------------------------- snapshots
+    def save_snapshot(self, round_: int, state_hash: bytes, data: bytes) -> Path:
+        path = self.snapshot_path(state_hash)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (round_, state_hash))
+        return path
+
+    def snapshot_path(self, state_hash: bytes) -> Path:
+        return self.dir / "snapshots" / f"{state_hash.hex()}.state"
+
+    def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
+        """(round, state hash, bytes) of the newest snapshot whose file is intact on disk."""
+        with self._lock:
+            rows = self._db.execute("SELECT round, state_hash FROM snapshots ORDER BY round DESC").fetchall()
+        for round_, state_hash in rows:
+            path = self.snapshot_path(state_hash)
+            if path.exists():
+                return round_, state_hash, path.read_bytes()
+        return None
+
+    # ---------------------------------------------------------------- local peer scores
+    def put_local_score(self, peer: str, score: float, rejected: int, last_reason: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO local_scores VALUES (?, ?, ?, ?)",
+                             (peer, score, rejected, last_reason))
+
+    def local_scores(self) -> dict[str, tuple[float, int, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM local_scores").fetchall()
+        return {peer: (score, rejected, reason) for peer, score, rejected, reason in rows}

@@ -1,0 +1,53 @@
+"""Committed reputation: honest members stay trusted, an outlier sinks under the floor, absentees lose participation."""
+from swarm import reputation
+from swarm.reputation import RoundObservation, is_quarantined, score
+from swarm.state import PeerReputation
+
+PEERS = ("a", "b", "c", "d")
+
+
+def start():
+    return tuple((p, PeerReputation()) for p in PEERS)
+
+
+def test_outlier_is_quarantined_within_a_few_rounds_and_honest_peers_are_not():
+    table = start()
+    rounds_to_quarantine = None
+    for r in range(1, 20):
+        aggregated = {"a", "b", "c"} if rounds_to_quarantine is None else {"a", "b", "c"}
+        obs = RoundObservation(included=frozenset(PEERS), aggregated=frozenset(aggregated),
+                               distances={"a": 1.0, "b": 1.1, "c": 0.9, "d": 30.0},
+                               certificate_signers=frozenset(PEERS))
+        table = reputation.update(table, obs)
+        if rounds_to_quarantine is None and is_quarantined(dict(table)["d"], 0.6):
+            rounds_to_quarantine = r
+    assert rounds_to_quarantine is not None and rounds_to_quarantine <= 6
+    for peer in "abc":
+        assert score(dict(table)[peer]) > 0.95
+    assert 0.1 <= score(dict(table)["d"]) < 0.6
+
+
+def test_far_but_selected_gradient_gets_lower_quality_than_close_ones():
+    obs = RoundObservation(included=frozenset(PEERS), aggregated=frozenset(PEERS),
+                           distances={"a": 1.0, "b": 1.0, "c": 1.0, "d": 4.0}, certificate_signers=None)
+    table = dict(reputation.update(start(), obs))
+    assert table["d"].quality < table["a"].quality == 1.0
+
+
+def test_absent_member_loses_participation_and_consensus():
+    obs = RoundObservation(included=frozenset("abc"), aggregated=frozenset("abc"),
+                           distances={"a": 1.0, "b": 1.0, "c": 1.0}, certificate_signers=frozenset("abc"))
+    table = dict(reputation.update(start(), obs))
+    assert table["d"].participation < 1.0 and table["d"].consensus < 1.0 and table["d"].quality < 1.0
+    assert table["d"].rounds_included == 0 and table["a"].rounds_included == 1
+
+
+def test_convicted_member_is_penalised_and_score_is_clamped():
+    obs = RoundObservation(included=frozenset(PEERS), aggregated=frozenset(PEERS),
+                           distances={p: 1.0 for p in PEERS}, certificate_signers=None, convicted=frozenset("d"))
+    table = start()
+    for _ in range(5):
+        table = reputation.update(table, obs)
+    assert dict(table)["d"].penalties == 5
+    assert score(dict(table)["d"]) == 0.1
+    assert score(PeerReputation()) == 1.0

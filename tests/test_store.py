@@ -1,0 +1,57 @@
+"""The SQLite store: committed rounds never overwritten or skipped, values survive reopening, snapshots are atomic."""
+import pytest
+
+from swarm.store import ChainRow, Store, StoreError
+
+
+def row(r, digest=b"d"):
+    return ChainRow(r, 1, digest * 32, {"round": r}, {"signers": ["a", "b", "c"]}, bytes([r]) * 32)
+
+
+def test_chain_appends_in_order_and_survives_reopen(tmp_path):
+    store = Store(tmp_path)
+    store.append(row(1), [(b"g" * 32, 1, "a", b"raw")])
+    store.append(row(2), [])
+    store.close()
+    store = Store(tmp_path)
+    assert store.last_round() == 2
+    assert [r.round for r in store.rows()] == [1, 2]
+    assert store.row(1).entry == {"round": 1}
+    assert store.gradient(b"g" * 32) == b"raw"
+    store.close()
+
+
+def test_committed_round_is_never_overwritten_and_gaps_are_refused(tmp_path):
+    store = Store(tmp_path)
+    store.append(row(1), [])
+    store.append(row(1), [])  # the same commit again is a no-op
+    with pytest.raises(StoreError, match="another digest"):
+        store.append(row(1, b"x"), [])
+    with pytest.raises(StoreError, match="does not follow"):
+        store.append(row(3), [])
+    assert store.row(1).digest == b"d" * 32
+    store.close()
+
+
+def test_meta_and_local_scores_round_trip(tmp_path):
+    store = Store(tmp_path)
+    store.put_meta("term", 5)
+    store.put_meta("lock", {"term": 5, "digest": b"\x01" * 32})
+    store.put_local_score("peer", 0.4, 3, "bad_signature")
+    store.close()
+    store = Store(tmp_path)
+    assert store.get_meta("term") == 5 and store.get_meta("absent", 0) == 0
+    assert store.get_meta("lock")["digest"] == b"\x01" * 32
+    assert store.local_scores() == {"peer": (0.4, 3, "bad_signature")}
+    store.close()
+
+
+def test_snapshots_are_found_by_hash_and_missing_files_skipped(tmp_path):
+    store = Store(tmp_path)
+    store.save_snapshot(5, b"\x05" * 32, b"five")
+    store.save_snapshot(10, b"\x0a" * 32, b"ten")
+    assert store.latest_snapshot() == (10, b"\x0a" * 32, b"ten")
+    store.snapshot_path(b"\x0a" * 32).unlink()
+    assert store.latest_snapshot() == (5, b"\x05" * 32, b"five")
+    assert not list((tmp_path / "snapshots").glob("*.tmp"))
+    store.close()
