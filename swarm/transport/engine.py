@@ -1,0 +1,371 @@
+"""The trio side of the transport: the libp2p host, its stream handlers, and one supervisor per genesis member.
+
+Everything here runs in the transport's trio thread. The supervisor of a member keeps it connected (dial with
+exponential back-off, redial after drops), owns the single outbound control stream to it, and runs a watchdog
+on the member's heartbeats, because libp2p never reports a frozen peer. Results go to the asyncio side only
+through the ``Sink`` hooks, which must be cheap and thread-safe.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo, info_from_p2p_addr
+
+from crypto.keys import NodeKey
+from swarm.config import TransportConfig
+from swarm.transport import bulk
+from swarm.transport.base import PeerInfo, PushResult
+from swarm.transport.control import OutboundQueue, Writer
+from swarm.transport.framing import (KIND_DATA, KIND_HELLO, ControlReader, FrameError, StreamClosed, bulk_header,
+                                     encode_control)
+from swarm.transport.security import disable_reuseport, libp2p_key_pair, upgrade_options
+
+log = logging.getLogger(__name__)
+
+CONTROL_PROTOCOL = "/swarm/control/1.0.0"
+MAX_ADDRS_PER_PEER = 8
+BULK_SLOTS_PER_PEER = 2
+DIAL_TIMEOUT_S = 5.0
+
+
+class Sink(Protocol):
+    """Hooks into the asyncio side; each is called from the trio thread and must not block."""
+
+    def control(self, peer_id: str, bodies: list[bytes]) -> None: ...
+    def peer_change(self, peer_id: str, connected: bool) -> None: ...
+    def misbehaviour(self, peer_id: str, reason: str) -> None: ...
+    async def payload(self, peer_id: str, digest: bytes, data: bytes) -> None: ...
+    async def lookup(self, digest: bytes) -> bytes | None: ...
+    async def control_backlog(self) -> None: ...
+
+
+@dataclass
+class Member:
+    """Mutable per-member state, owned by the trio thread (other threads only read it)."""
+
+    peer_id: str
+    queue: OutboundQueue
+    addrs: list[str] = field(default_factory=list)
+    connected: bool = False
+    last_seen: float | None = None
+    last_seen_wall: float | None = None
+    wake: trio.Event = field(default_factory=trio.Event)
+    session: trio.CancelScope | None = None
+    timed_out: bool = False
+    bulk_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BULK_SLOTS_PER_PEER))
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+        self.last_seen_wall = time.time()
+
+    def snapshot(self) -> PeerInfo:
+        return PeerInfo(self.connected, self.last_seen, self.last_seen_wall, tuple(self.addrs))
+
+
+def split_p2p(addr: str) -> tuple[str, str]:
+    """'/ip4/../tcp/N/p2p/ID' -> ('/ip4/../tcp/N', 'ID'); ValueError when malformed."""
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    if not info.addrs:
+        raise ValueError(f"no transport address in {addr!r}")
+    return str(info.addrs[0]), info.peer_id.to_base58()
+
+
+class Engine:
+    def __init__(self, key: NodeKey, listen: str, bootstrap: list[str], members: list[str],
+                 config: TransportConfig, sink: Sink) -> None:
+        self.key = key
+        self.peer_id = key.peer_id
+        self.listen = listen
+        self.config = config
+        self.sink = sink
+        self.heartbeat_s = max(0.02, config.peer_timeout_s / 4)
+        self.members: dict[str, Member] = {
+            pid: Member(pid, OutboundQueue()) for pid in dict.fromkeys(members) if pid != self.peer_id}
+        self.allowed = frozenset(members) | {self.peer_id}
+        for addr in bootstrap:
+            self._learn_addr(addr)
+        self.host: Any = None
+        self.listen_addrs: list[str] = []
+        self.refused = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    async def main(self, nursery: trio.Nursery, ready: Callable[[], None]) -> None:
+        disable_reuseport()
+        key_pair = libp2p_key_pair(self.key)
+        sec_opt, muxer_opt = upgrade_options(key_pair, self.allowed, self._refused)
+        listen = multiaddr.Multiaddr(self.listen)
+        self.host = new_host(key_pair=key_pair, sec_opt=sec_opt, muxer_opt=muxer_opt, listen_addrs=[listen])
+        self.host.get_network().register_notifee(_Notifee(self))
+        self.host.set_stream_handler(CONTROL_PROTOCOL, self._guard(self._on_control_stream))
+        self.host.set_stream_handler(bulk.PUSH_PROTOCOL, self._guard(self._on_push_stream))
+        self.host.set_stream_handler(bulk.FETCH_PROTOCOL, self._guard(self._on_fetch_stream))
+        async with self.host.run(listen_addrs=[listen]):
+            self.listen_addrs = [str(a) for a in self.host.get_addrs()]
+            async with trio.open_nursery() as inner:
+                for member in self.members.values():
+                    inner.start_soon(self._supervise, member)
+                ready()
+                await trio.sleep_forever()
+
+    # ---- membership and address book ----------------------------------------------------------------------
+    def _refused(self, peer_id: str) -> None:
+        self.refused += 1
+        self.sink.misbehaviour(peer_id, "not a genesis member: connection refused")
+
+    def _learn_addr(self, addr: str) -> None:
+        try:
+            transport_addr, pid = split_p2p(addr)
+        except Exception:  # noqa: BLE001 - a bad address from config or a peer is ignored
+            log.warning("ignoring malformed peer address %r", addr)
+            return
+        member = self.members.get(pid)
+        if member is None or transport_addr in member.addrs:
+            return
+        member.addrs.insert(0, transport_addr)
+        del member.addrs[MAX_ADDRS_PER_PEER:]
+        member.wake.set()
+
+    def _hello(self) -> bytes:
+        lines = list(self.listen_addrs)
+        for member in self.members.values():
+            if member.connected:
+                lines += [f"{a}/p2p/{member.peer_id}" for a in member.addrs[:2]]
+        return encode_control(KIND_HELLO, "\n".join(lines).encode())
+
+    def _has_connection(self, peer_id: str) -> bool:
+        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+
+    def connection_closed(self, peer_id: str) -> None:
+        """Notifee: a connection went away; if it was the last one, end that member's session now."""
+        member = self.members.get(peer_id)
+        if member is None or self._has_connection(peer_id):
+            return
+        if member.session is not None:
+            member.session.cancel()
+
+    def connection_opened(self, peer_id: str) -> None:
+        member = self.members.get(peer_id)
+        if member is not None:
+            member.wake.set()
+
+    # ---- supervisor: dial, control stream, watchdog -------------------------------------------------------
+    async def _pause(self, member: Member, seconds: float) -> None:
+        member.wake = trio.Event()
+        with trio.move_on_after(seconds * random.uniform(0.8, 1.2)):
+            await member.wake.wait()
+
+    async def _supervise(self, member: Member) -> None:
+        backoff = 0.1
+        pid = ID.from_base58(member.peer_id)
+        while True:
+            try:
+                if not self._has_connection(member.peer_id):
+                    if not member.addrs:
+                        await self._pause(member, self.config.dial_backoff_max_s)
+                        continue
+                    info = LibP2PPeerInfo(pid, [multiaddr.Multiaddr(a) for a in member.addrs])
+                    with trio.fail_after(DIAL_TIMEOUT_S):
+                        await self.host.connect(info)
+                with trio.fail_after(DIAL_TIMEOUT_S):
+                    stream = await self.host.new_stream(pid, [CONTROL_PROTOCOL])
+            except Exception as exc:  # noqa: BLE001 - any dial failure means: back off and retry
+                log.debug("dial %s failed: %r", member.peer_id[:16], exc)
+                await self._pause(member, backoff)
+                backoff = min(backoff * 2, self.config.dial_backoff_max_s)
+                continue
+            backoff = 0.1
+            await self._session(member, stream)
+            await self._pause(member, 0.05)
+
+    async def _session(self, member: Member, stream: Any) -> None:
+        member.touch()
+        member.timed_out = False
+        self._set_connected(member, True)
+        try:
+            async with trio.open_nursery() as nursery:
+                member.session = nursery.cancel_scope
+                nursery.start_soon(self._watchdog, member, nursery.cancel_scope)
+                nursery.start_soon(self._write, member, stream, nursery.cancel_scope)
+        finally:
+            member.session = None
+            self._set_connected(member, False)
+            with trio.CancelScope(shield=True):
+                await bulk.reset(stream)
+                if member.timed_out:
+                    with trio.move_on_after(1):
+                        try:
+                            await self.host.disconnect(ID.from_base58(member.peer_id))
+                        except Exception:  # noqa: BLE001 - best effort
+                            pass
+
+    async def _write(self, member: Member, stream: Any, scope: trio.CancelScope) -> None:
+        try:
+            await Writer(stream, member.queue, self.heartbeat_s, lambda: None).run(first=self._hello())
+        except Exception as exc:  # noqa: BLE001 - the stream failed: end the session
+            log.debug("control stream to %s failed: %r", member.peer_id[:16], exc)
+        scope.cancel()
+
+    async def _watchdog(self, member: Member, scope: trio.CancelScope) -> None:
+        timeout = self.config.peer_timeout_s
+        while True:
+            await trio.sleep(self.heartbeat_s / 2)
+            if member.last_seen is None or time.monotonic() - member.last_seen > timeout:
+                log.info("peer %s silent for %.1fs: dropping it", member.peer_id[:16], timeout)
+                member.timed_out = True
+                scope.cancel()
+                return
+
+    def _set_connected(self, member: Member, connected: bool) -> None:
+        if member.connected != connected:
+            member.connected = connected
+            self.sink.peer_change(member.peer_id, connected)
+
+    # ---- inbound streams ----------------------------------------------------------------------------------
+    def _guard(self, handler: Callable[[Member, Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """Wrap a stream handler: members only, and no exception ever escapes into libp2p."""
+
+        async def guarded(stream: Any) -> None:
+            try:
+                peer_id = stream.muxed_conn.peer_id.to_base58()
+            except Exception:  # noqa: BLE001
+                await bulk.reset(stream)
+                return
+            member = self.members.get(peer_id)
+            if member is None:
+                self.sink.misbehaviour(peer_id, "stream from a non-member")
+                await bulk.reset(stream)
+                return
+            try:
+                await handler(member, stream)
+            except FrameError as exc:
+                self.sink.misbehaviour(peer_id, f"malformed frame: {exc}")
+                await bulk.reset(stream)
+            except StreamClosed:
+                await bulk.reset(stream)
+            except Exception as exc:  # noqa: BLE001 - never let a peer's bytes kill the node
+                log.debug("stream handler for %s failed: %r", peer_id[:16], exc)
+                await bulk.reset(stream)
+
+        return guarded
+
+    async def _on_control_stream(self, member: Member, stream: Any) -> None:
+        reader = ControlReader(stream)
+        while True:
+            batch = await reader.next_batch()
+            member.touch()
+            bodies = [body for kind, body in batch if kind == KIND_DATA]
+            for kind, body in batch:
+                if kind == KIND_HELLO:
+                    self._on_hello(body)
+            if bodies:
+                self.sink.control(member.peer_id, bodies)
+                await self.sink.control_backlog()
+
+    def _on_hello(self, body: bytes) -> None:
+        try:
+            lines = body.decode().split("\n")
+        except UnicodeDecodeError:
+            raise FrameError("hello is not UTF-8") from None
+        for line in lines[:64]:
+            if line and not line.endswith(self.peer_id):
+                self._learn_addr(line)
+
+    async def _on_push_stream(self, member: Member, stream: Any) -> None:
+        async with member.bulk_slots:
+            digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes)
+            member.touch()
+            with trio.move_on_after(1):
+                await stream.close()
+            await self.sink.payload(member.peer_id, digest, data)
+
+    async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
+        await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
+        with trio.move_on_after(1):
+            await stream.close()
+
+    # ---- outbound operations (called through the bridge) --------------------------------------------------
+    async def push(self, payload: bytes) -> dict[str, PushResult]:
+        digest = hashlib.sha256(payload).digest()
+        header = bulk_header(len(payload), digest)
+        timeout = 10.0 + len(payload) / (1 << 20)  # generous: >= 1 MB/s
+        results: dict[str, PushResult] = {}
+
+        async def one(member: Member) -> None:
+            start = time.perf_counter()
+            error: str | None
+            try:
+                with trio.fail_after(timeout):
+                    stream = await self.host.new_stream(ID.from_base58(member.peer_id), [bulk.PUSH_PROTOCOL])
+                    error = await bulk.send_push(stream, header, payload)
+            except trio.TooSlowError:
+                error = f"timed out after {timeout:.0f}s"
+            except Exception as exc:  # noqa: BLE001 - reported per peer
+                error = f"{type(exc).__name__}: {exc}"
+            results[member.peer_id] = PushResult(error is None, error, time.perf_counter() - start)
+
+        async with trio.open_nursery() as nursery:
+            for member in self.members.values():
+                if member.connected:
+                    nursery.start_soon(one, member)
+        return results
+
+    async def fetch(self, peer_id: str, digest: bytes) -> bytes | None:
+        member = self.members.get(peer_id)
+        if member is None or len(digest) != 32:
+            return None
+        try:
+            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
+                stream = await self.host.new_stream(ID.from_base58(peer_id), [bulk.FETCH_PROTOCOL])
+                try:
+                    data = await bulk.request_fetch(stream, digest, self.config.max_payload_bytes)
+                except FrameError as exc:
+                    self.sink.misbehaviour(peer_id, f"bad fetch answer: {exc}")
+                    await bulk.reset(stream)
+                    return None
+                with trio.move_on_after(1):
+                    await stream.close()
+                return data
+        except Exception as exc:  # noqa: BLE001 - a failed fetch is just None
+            log.debug("fetch from %s failed: %r", peer_id[:16], exc)
+            return None
+
+
+class _Notifee(INotifee):
+    """Tells the engine when connections open or close (kill -9 of a peer shows up here at once)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        try:
+            self._engine.connection_opened(conn.muxed_conn.peer_id.to_base58())
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        try:
+            self._engine.connection_closed(conn.muxed_conn.peer_id.to_base58())
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
