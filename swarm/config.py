@@ -36,7 +36,6 @@ class DatasetConfig:
     custom: str | None = None           # "module:function" returning a dataset; overrides name
     partition: str = field(default="iid", metadata={"choices": ("iid", "dirichlet")})
     alpha: float = field(default=0.5, metadata={"min": 1e-3})
-    seed: int = 0
 
 
 @dataclass
@@ -104,9 +103,9 @@ class ModelSpec:
 
 @dataclass
 class AggregationSpec:
-    rule: str = field(default="multi_krum", metadata={"choices": RULES})
+    rule: str = field(default="median", metadata={"choices": RULES})
     nnm: bool = False
-    reputation_floor: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})
+    reputation_floor: float = field(default=0.6, metadata={"min": 0.0, "max": 1.0})
     options: dict[str, Any] = field(default_factory=dict)
 
 

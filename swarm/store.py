@@ -71,8 +71,8 @@ class Store:
         return default if row is None else wire.loads(row[0])
 
     # ---------------------------------------------------------------- committed chain
-    def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
-        """Persist a committed round with the gradient envelopes it names; never overwrites a round."""
+    def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = ()) -> None:
+        """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round."""
         with self._lock, self._db:
             existing = self._db.execute("SELECT digest FROM chain WHERE round = ?", (row.round,)).fetchone()
             if existing is not None:
@@ -87,6 +87,12 @@ class Store:
             self._db.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?)",
                              (row.round, row.term, row.digest, wire.dumps(row.entry), wire.dumps(row.certificate),
                               row.state_hash))
+
+    def add_gradients(self, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
+        """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit."""
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR IGNORE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
+                                 gradients)
 
     def last_round(self) -> int:
         with self._lock:

@@ -1,0 +1,146 @@
+"""`swarm cluster up|down|init`: a local training swarm of node processes on 127.0.0.1, no Docker needed."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from cli.errors import UserFacingError
+from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster, stop_background_cluster
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("cluster", help="run a local cluster of nodes")
+    actions = parser.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    for name, help_text in (("up", "create what is missing and run the nodes"),
+                            ("init", "only create keys, genesis and configs")):
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("--nodes", type=int, default=4, help="number of nodes (default 4)")
+        sub.add_argument("--dir", required=True, help="cluster folder (keys, genesis, configs, data, logs)")
+        sub.add_argument("--base-port", type=int, help="listen on P..P+N-1, API on P+100..; default: free ports")
+        sub.add_argument("--rule", default="median", help="aggregation rule written to a new genesis")
+        sub.add_argument("--dataset", default="mnist5k")
+        sub.add_argument("--compression", default="fp16")
+        sub.add_argument("--attack", action="append", default=[], metavar="NODE:PROFILE",
+                         help="make NODE Byzantine with an attack profile, e.g. node3:sign_flip (repeatable)")
+        if name == "up":
+            sub.add_argument("--rounds", type=int, help="exit after this many committed rounds")
+            sub.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+            sub.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+        sub.set_defaults(run=run_up if name == "up" else run_init)
+    down = actions.add_parser("down", help="stop a cluster started in the background")
+    down.add_argument("--dir", required=True)
+    down.set_defaults(run=run_down)
+
+
+def _options(args) -> ClusterOptions:
+    if args.nodes < 1:
+        raise UserFacingError("--nodes must be at least 1")
+    attacks = {}
+    for item in args.attack:
+        node, sep, profile = item.partition(":")
+        if not sep or not profile:
+            raise UserFacingError(f"--attack expects NODE:PROFILE, got {item!r}")
+        attacks[node] = profile
+    return ClusterOptions(nodes=args.nodes, base_port=args.base_port, attacks=attacks, rule=args.rule,
+                          dataset=args.dataset, compression=args.compression,
+                          max_rounds=getattr(args, "rounds", None))
+
+
+def run_init(args) -> int:
+    specs = _init(args)
+    console = Console()
+    for spec in specs:
+        console.print(f"{spec.name}  {spec.peer_id}  config {spec.config_path}", highlight=False)
+    return 0
+
+
+def _init(args):
+    try:
+        return init_cluster(Path(args.dir), _options(args))
+    except (ValueError, OSError) as exc:
+        raise UserFacingError(str(exc)) from None
+
+
+def run_down(args) -> int:
+    stopped = stop_background_cluster(Path(args.dir))
+    Console().print(f"stopped {len(stopped)} processes" if stopped else "no cluster running in that folder")
+    return 0
+
+
+def run_up(args) -> int:
+    specs = _init(args)
+    console = Console(stderr=args.json)
+    cluster = Cluster(Path(args.dir), specs)
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    cluster.start()
+    for spec in specs:
+        console.print(f"{spec.name}: API {spec.api}  ({spec.peer_id})", highlight=False)
+    started = time.monotonic()
+    shown = 0
+    summary = None
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            statuses = {spec.name: get_json(f"{spec.api}/status", 1.0) for spec in specs}
+            shown = _print_new_rounds(console, specs, shown)
+            if args.rounds and _all_reached(statuses, args.rounds):
+                summary = _summary(statuses)
+                break
+            if time.monotonic() - started > args.timeout:
+                console.print(f"[red]timeout after {args.timeout:.0f} s[/]")
+                summary = _summary(statuses)
+                break
+            dead = [name for name, proc in cluster.procs.items() if proc.poll() is not None]
+            if dead and len(dead) == len(specs):
+                console.print("[red]every node exited; see the logs folder[/]")
+                break
+    finally:
+        cluster.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if args.json and summary is not None:
+        print(json.dumps(summary, indent=2))
+    return 0 if (summary is None or not args.rounds or _all_reached_summary(summary, args.rounds)) else 1
+
+
+def _print_new_rounds(console: Console, specs, shown: int) -> int:
+    """Print rounds committed since the last call, as the first reachable node logged them."""
+    for spec in specs:
+        status = get_json(f"{spec.api}/status", 1.0)
+        if status is None:
+            continue
+        if status["round"] <= shown:
+            return shown
+        for row in get_json(f"{spec.api}/log?from={shown + 1}&limit=100", 2.0) or []:
+            console.print(f"round {row['round']:4d}  term {row['certificate_term']:3d}  "
+                          f"state {row['state_hash'][:12]}  included {','.join(row['included'])}  "
+                          f"signers {len(row['certificate_signers'])}  "
+                          f"[dim](loss/acc at {spec.name}: {status['loss']:.4f} / {status['accuracy']:.4f})[/]"
+                          if status.get("loss") is not None else f"round {row['round']}", highlight=False)
+            shown = row["round"]
+        return shown
+    return shown
+
+
+def _all_reached(statuses: dict, rounds: int) -> bool:
+    alive = [s for s in statuses.values() if s is not None]
+    return bool(alive) and len(alive) == len(statuses) and all(s["round"] >= rounds for s in alive)
+
+
+def _summary(statuses: dict) -> dict:
+    return {"nodes": {name: None if s is None else {
+        "round": s["round"], "state_hash": s["state_hash"], "accuracy": s["accuracy"], "loss": s["loss"],
+        "term": s["term"], "leader": s["leader_name"], "peer_id": s["peer_id"]} for name, s in statuses.items()}}
+
+
+def _all_reached_summary(summary: dict, rounds: int) -> bool:
+    return all(node is not None and node["round"] >= rounds for node in summary["nodes"].values())

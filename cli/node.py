@@ -1,0 +1,54 @@
+"""`swarm node --config FILE`: run one node until SIGINT or SIGTERM, then shut down cleanly (exit code 0)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from cli.errors import UserFacingError
+from crypto.keys import KeyFileError, load_key
+from swarm.config import ConfigError, load_genesis, load_node_config
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("node", help="run a node")
+    parser.add_argument("--config", required=True, help="the node's YAML config")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    try:
+        config = load_node_config(args.config)
+        genesis = load_genesis(config.genesis)
+        key = load_key(config.identity)
+    except (ConfigError, KeyFileError) as exc:
+        raise UserFacingError(str(exc)) from None
+    logging.basicConfig(level=getattr(logging, config.log_level),
+                        format=f"%(asctime)s {config.name or ''} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("libp2p").setLevel(logging.WARNING)
+    logging.getLogger("libp2p").propagate = True
+    return asyncio.run(serve(config, genesis, key))
+
+
+async def serve(config, genesis, key) -> int:
+    from swarm.api import start_api
+    from swarm.node import Node
+
+    try:
+        node = Node(config, genesis, key)
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, node.stop)
+    runner, port = await start_api(node, config.api.host, config.api.port, config.api.token)
+    port_file = Path(config.data_dir) / "api.port"
+    port_file.write_text(f"{port}\n")
+    logging.getLogger("swarm.node").info("API on http://%s:%d", config.api.host, port)
+    try:
+        await node.run()
+    finally:
+        await runner.cleanup()
+        port_file.unlink(missing_ok=True)
+    return 0

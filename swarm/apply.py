@@ -1,0 +1,116 @@
+"""`apply(state_{r-1}, entry, gradients) -> state_r`: the deterministic transition of the replicated state.
+
+Runs on the CPU in a fixed order (senders sorted by peer id), accumulating in float64, so the same inputs give
+the same bytes on every machine and thread count. Local training never touches it. Quarantined members' gradients
+are scored but not aggregated. When the configured rule's precondition does not hold for the number of usable
+gradients (Krum needs n >= 2f+3, for instance), the coordinate-wise median is used instead: a deterministic choice
+every node makes the same way, recorded in the result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from swarm import reputation
+from swarm.aggregation import aggregate
+from swarm.gradient import Gradient
+from swarm.state import ReplicatedState
+from swarm.training.server_optimizer import apply_update
+
+FALLBACK_RULE = "median"
+WEIGHTED_RULES = {"weighted_median", "weighted_trimmed_mean", "krum", "multi_krum"}
+
+
+class InvalidEntry(ValueError):
+    """An entry cannot be applied to this state (wrong round or parent, duplicate senders, ...)."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The genesis' replicated settings: equal on every node."""
+
+    f: int
+    rule: str
+    options: dict[str, Any] = field(default_factory=dict)
+    nnm: bool = False
+    reputation_floor: float = 0.3
+    server_lr: float = 1.0
+    momentum: float = 0.0
+
+
+@dataclass(frozen=True)
+class Applied:
+    state: ReplicatedState
+    rule_used: str
+    aggregated: tuple[str, ...]   # senders whose gradients entered the aggregate
+    quarantined: tuple[str, ...]  # senders left out for low reputation
+
+
+def apply(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol,
+          certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset()) -> Applied:
+    round_ = state.round + 1
+    ordered = sorted(gradients, key=lambda g: g.sender)
+    _check(state, ordered, round_)
+    table = dict(state.reputation)
+    quarantined = [g for g in ordered if reputation.is_quarantined(table[g.sender], protocol.reputation_floor)]
+    active = [g for g in ordered if g not in quarantined] or ordered  # all quarantined: nothing else to go on
+    if active is ordered:
+        quarantined = []
+
+    stack = torch.stack([g.vector.to(torch.float32) for g in active])
+    weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
+    rule, result = _aggregate(protocol, stack, weights)
+    aggregated = tuple(active[i].sender for i in result.selected)
+
+    params, momentum = apply_update(state.params, result.vector, protocol.server_lr, protocol.momentum,
+                                    state.momentum)
+    observation = reputation.RoundObservation(
+        included=frozenset(g.sender for g in ordered),
+        aggregated=frozenset(aggregated),
+        distances={g.sender: _distance(g.vector, result.vector) for g in ordered},
+        certificate_signers=certificate_signers,
+        convicted=convicted,
+    )
+    new_state = ReplicatedState(round_, params, momentum, reputation.update(state.reputation, observation),
+                                state.hash)
+    return Applied(new_state, rule, aggregated, tuple(g.sender for g in quarantined))
+
+
+def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None:
+    if not ordered:
+        raise InvalidEntry("an entry needs at least one gradient")
+    senders = [g.sender for g in ordered]
+    if len(set(senders)) != len(senders):
+        raise InvalidEntry("two gradients from one sender")
+    members = {peer for peer, _ in state.reputation}
+    for g in ordered:
+        if g.sender not in members:
+            raise InvalidEntry(f"{g.sender} is not a member")
+        if g.round != round_ or g.parent != state.hash:
+            raise InvalidEntry(f"gradient of {g.sender} is for round {g.round} on another parent")
+        if g.vector.numel() != state.params.numel():
+            raise InvalidEntry(f"gradient of {g.sender} has {g.vector.numel()} values, model has "
+                               f"{state.params.numel()}")
+
+
+def _aggregate(protocol: Protocol, stack: torch.Tensor, weights: torch.Tensor):
+    rule = protocol.rule
+    options = dict(protocol.options)
+    if protocol.nnm:
+        options["nnm"] = True
+    try:
+        return rule, aggregate(rule, stack, protocol.f, weights=weights if rule in WEIGHTED_RULES else None,
+                               **options)
+    except ValueError:
+        # The rule's precondition fails for this many gradients: every node falls back the same way.
+        f = min(protocol.f, (stack.shape[0] - 1) // 2)
+        return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f)
+
+
+def _distance(vector: torch.Tensor, aggregate_vector: torch.Tensor) -> float:
+    """Euclidean distance in float64 with numpy's pairwise sum: single-threaded, so the same bits everywhere."""
+    diff = vector.to(torch.float64).numpy() - aggregate_vector.to(torch.float64).numpy()
+    return float(np.sqrt(np.sum(diff * diff)))

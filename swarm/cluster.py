@@ -1,0 +1,226 @@
+"""A local cluster: keys, genesis and one config per node in a folder, and N node processes on 127.0.0.1.
+
+What `swarm cluster up` and the docker-compose file both run. Keys and the genesis are reused when present (so
+a cluster can be stopped and started again, and a restarted node keeps its identity and store); configs are
+rewritten each time with the ports of this run. The supervisor records its own pid and its children's in
+``DIR/cluster.pids`` so `swarm cluster down` can stop a cluster started in the background.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crypto.keys import NodeKey, load_key, save_key
+from swarm.config import Genesis, Member, genesis_to_dict, load_genesis, write_yaml
+
+PIDS_FILE = "cluster.pids"
+
+
+@dataclass
+class NodeSpec:
+    index: int
+    name: str
+    peer_id: str
+    listen_port: int
+    api_port: int
+    config_path: Path
+    data_dir: Path
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.listen_port}/p2p/{self.peer_id}"
+
+
+@dataclass
+class ClusterOptions:
+    nodes: int = 4
+    base_port: int | None = None
+    swarm_id: str = "local"
+    attacks: dict[str, str] = field(default_factory=dict)   # node name -> attack profile
+    rule: str = "median"
+    dataset: str = "mnist5k"
+    model: str = "mlp"
+    local_steps: int = 5
+    lr: float = 0.05
+    batch_size: int = 32
+    compression: str = "fp16"
+    max_rounds: int | None = None
+    node_overrides: dict[str, Any] = field(default_factory=dict)  # extra keys merged into every node config
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
+    """Create (or reuse) keys and the genesis, and write one config per node with this run's ports."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys_dir = folder / "keys"
+    names = [f"node{i}" for i in range(options.nodes)]
+    keys = []
+    for name in names:
+        path = keys_dir / f"{name}.pem"
+        if not path.exists():
+            save_key(NodeKey.generate(), path)
+        keys.append(load_key(path))
+    genesis_path = folder / "genesis.yaml"
+    members = [Member(name, key.peer_id) for name, key in zip(names, keys)]
+    if genesis_path.exists():
+        genesis = load_genesis(genesis_path)
+        if [(m.name, m.peer_id) for m in genesis.members] != [(m.name, m.peer_id) for m in members]:
+            raise ValueError(f"{genesis_path} names other members than the keys in {keys_dir}; "
+                             f"use another --dir or remove the folder")
+    else:
+        genesis = Genesis(swarm_id=options.swarm_id, members=members)
+        genesis.aggregation.rule = options.rule
+        genesis.model.name = options.model
+        write_yaml(genesis_path, genesis_to_dict(genesis))
+    specs = []
+    for i, (name, key) in enumerate(zip(names, keys)):
+        listen = options.base_port + i if options.base_port else free_port()
+        api = options.base_port + 100 + i if options.base_port else free_port()
+        specs.append(NodeSpec(i, name, key.peer_id, listen, api, folder / f"{name}.yaml", folder / "data" / name))
+    for spec in specs:
+        write_yaml(spec.config_path, node_config(spec, specs, options))
+    return specs
+
+
+def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": spec.name,
+        "identity": f"keys/{spec.name}.pem",
+        "genesis": "genesis.yaml",
+        "listen": f"/ip4/127.0.0.1/tcp/{spec.listen_port}",
+        "bootstrap": [other.multiaddr for other in specs if other is not spec],
+        "data_dir": f"data/{spec.name}",
+        "api": {"host": "127.0.0.1", "port": spec.api_port},
+        "dataset": {"name": options.dataset},
+        "training": {"local_steps": options.local_steps, "lr": options.lr, "batch_size": options.batch_size},
+        "compression": {"scheme": options.compression},
+    }
+    if spec.name in options.attacks:
+        config["attack"] = options.attacks[spec.name]
+    if options.max_rounds is not None:
+        config["max_rounds"] = options.max_rounds
+    for key, value in options.node_overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+class Cluster:
+    """Starts, watches and stops the node processes of one cluster folder."""
+
+    def __init__(self, folder: Path, specs: list[NodeSpec]):
+        self.folder = folder
+        self.specs = specs
+        self.procs: dict[str, subprocess.Popen] = {}
+        (folder / "logs").mkdir(exist_ok=True)
+
+    def start_node(self, spec: NodeSpec) -> subprocess.Popen:
+        log = open(self.folder / "logs" / f"{spec.name}.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "--config", str(spec.config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+        log.close()
+        self.procs[spec.name] = proc
+        self._write_pids()
+        return proc
+
+    def start(self) -> None:
+        for spec in self.specs:
+            self.start_node(spec)
+
+    def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every child, wait, then SIGKILL any that did not exit: no orphans."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.terminate()
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        (self.folder / PIDS_FILE).unlink(missing_ok=True)
+
+    def _write_pids(self) -> None:
+        data = {"supervisor": os.getpid(), "nodes": {name: p.pid for name, p in self.procs.items()}}
+        (self.folder / PIDS_FILE).write_text(json.dumps(data))
+
+    def spec(self, name: str) -> NodeSpec:
+        return next(s for s in self.specs if s.name == name)
+
+
+def get_json(url: str, timeout: float = 2.0) -> Any | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def stop_background_cluster(folder: Path, timeout: float = 20.0) -> list[int]:
+    """`swarm cluster down`: signal the supervisor (which stops its children), then any child left."""
+    pids_file = folder / PIDS_FILE
+    if not pids_file.exists():
+        return []
+    data = json.loads(pids_file.read_text())
+    pids = [data["supervisor"], *data["nodes"].values()]
+    stopped = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pids_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True

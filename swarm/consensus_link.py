@@ -1,0 +1,83 @@
+"""Glue between the pure consensus core and the node: Ed25519 for its signatures, envelopes for its messages,
+and the plain forms of what it asks the node to persist.
+
+Consensus messages travel as CONSENSUS envelopes whose fields are the core's wire form; the envelope's sender must
+be the message's sender, so a peer cannot relay someone else's message as its own (certificates inside a message
+carry their own signatures and are checked by the core).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from consensus.messages import (Message, committed_from_plain, committed_to_plain, from_wire, prepared_from_plain,
+                                prepared_to_plain, to_wire)
+from consensus.state import HardState, PersistedState
+from crypto.envelope import Envelope, MessageType, seal
+from crypto.keys import NodeKey, verify_by_peer_id
+from crypto.wire import DecodeError
+
+
+class Ed25519Crypto:
+    """The core's Crypto: signs as this node, verifies any member's signature, remembering recent successes
+    (the same Prepare signatures come back inside certificates, so each is checked once)."""
+
+    def __init__(self, key: NodeKey, cache_size: int = 8192):
+        self._key = key
+        self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._cache_size = cache_size
+        self.verifications = 0
+
+    def sign(self, payload: bytes) -> bytes:
+        return self._key.sign(payload)
+
+    def verify(self, sender_id: str, payload: bytes, sig: bytes) -> bool:
+        key = (sender_id, payload, sig)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        self.verifications += 1
+        if not verify_by_peer_id(sender_id, payload, sig):
+            return False
+        self._verified[key] = None
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return True
+
+
+def encode_message(key: NodeKey, swarm_id: str, message: Message) -> bytes:
+    term = getattr(message, "term", 0)
+    round_ = getattr(message, "round", 0)
+    return seal(key, MessageType.CONSENSUS, swarm_id, term, round_, to_wire(message)).encode()
+
+
+def decode_message(envelope: Envelope) -> Message:
+    """The core message inside a verified CONSENSUS envelope; DecodeError when malformed or relayed."""
+    if envelope.type != MessageType.CONSENSUS:
+        raise DecodeError("wrong_type", f"expected a consensus message, got {envelope.type.name}")
+    message = from_wire(envelope.fields)
+    if message.sender != envelope.sender:
+        raise DecodeError("relayed", "consensus message sender differs from the envelope's signer")
+    return message
+
+
+def hard_state_to_plain(hard: HardState) -> dict:
+    return {"term": hard.term, "voted_term": hard.voted_term, "voted_for": hard.voted_for,
+            "prepared_term": hard.prepared_term, "prepared_round": hard.prepared_round,
+            "prepared_digest": hard.prepared_digest,
+            "lock": None if hard.lock is None else prepared_to_plain(hard.lock)}
+
+
+def hard_state_from_plain(value: dict) -> HardState:
+    return HardState(term=value["term"], voted_term=value["voted_term"], voted_for=value["voted_for"],
+                     prepared_term=value["prepared_term"], prepared_round=value["prepared_round"],
+                     prepared_digest=value["prepared_digest"],
+                     lock=None if value["lock"] is None else prepared_from_plain(value["lock"]))
+
+
+def persisted_state(hard_plain: dict | None, chain_plain: list) -> PersistedState:
+    hard = HardState() if hard_plain is None else hard_state_from_plain(hard_plain)
+    return PersistedState(hard=hard, chain=[committed_from_plain(item) for item in chain_plain])
+
+
+__all__ = ["Ed25519Crypto", "committed_to_plain", "decode_message", "encode_message", "hard_state_from_plain",
+           "hard_state_to_plain", "persisted_state"]

@@ -1,0 +1,654 @@
+"""The node: routes events between the transport, the consensus core, training, aggregation and the store.
+
+One asyncio process. Data flows one way: transport -> decode and verify -> core -> actions -> transport / store /
+state. Everything that reads or replaces the replicated state (build a proposal, validate one, apply a committed
+entry) runs through one FIFO worker, in order, with the tensor work in a thread so the loop keeps answering
+heartbeats. Local training runs in another thread and only ever produces this node's own contribution.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from consensus.actions import (Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send,
+                               ValidateProposal, WakeAt)
+from consensus.events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
+from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, committed_to_plain, evidence_to_plain,
+                                signing_bytes)
+from consensus.replica import Config as CoreConfig, Replica
+from consensus.timing import TimingConfig
+from crypto import wire
+from crypto.envelope import MessageType, decode as decode_envelope, open_envelope
+from crypto.keys import NodeKey, verify_by_peer_id
+from crypto.wire import DecodeError
+from swarm import compression
+from swarm.apply import Applied, InvalidEntry, Protocol, apply
+from swarm.adversary import Adversary
+from swarm.config import Genesis, NodeConfig, genesis_to_dict
+from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
+                                  persisted_state)
+from swarm.gradient import Gradient, digest_of, make_gradient, verify_gradient
+from swarm.gradient_pool import GradientPool
+from swarm.peer_scores import PeerScores
+from swarm.state import ReplicatedState, genesis_state
+from swarm.store import ChainRow, Store
+from swarm.local_training import build_trainer
+from swarm.transport.base import Callbacks, Transport
+
+log = logging.getLogger("swarm.node")
+
+FETCH_TIMEOUT_S = 5.0
+READY_GRACE_S = 0.25
+
+
+def genesis_hash(genesis: Genesis) -> bytes:
+    """The parent of state_0: binds every replicated setting of the genesis."""
+    return hashlib.sha256(b"swarm/genesis/v1\0" + wire.dumps(genesis_to_dict(genesis))).digest()
+
+
+@dataclass
+class RoundRecord:
+    """What the node shows of one committed round (API, log, cluster output)."""
+    round: int
+    term: int
+    leader: str | None
+    state_hash: bytes
+    loss: float | None
+    accuracy: float | None
+    rule: str
+    included: list[str]
+    quarantined: list[str]
+    committed_at: float
+
+
+@dataclass
+class Metrics:
+    rounds_committed: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    leader_changes: int = 0
+    divergences: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
+    commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
+
+
+class Node:
+    def __init__(self, config: NodeConfig, genesis: Genesis, key: NodeKey, transport: Transport | None = None):
+        if key.peer_id not in genesis.peer_ids:
+            raise ValueError(f"this node's key ({key.peer_id}) is not a member of the genesis {config.genesis}")
+        self.config, self.genesis, self.key = config, genesis, key
+        self.id = key.peer_id
+        self.name = config.name or genesis.name_of(self.id)
+        self.members = set(genesis.peer_ids)
+        self.protocol = Protocol(
+            f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
+            nnm=genesis.aggregation.nnm, reputation_floor=genesis.aggregation.reputation_floor,
+            server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum)
+        self.store = Store(config.data_dir)
+        self.trainer = build_trainer(config, genesis, self.id)
+        self.compressor = compression.Compressor(config.compression.scheme, k=config.compression.ratio,
+                                                 error_feedback=config.compression.error_feedback)
+        self.adversary = (Adversary(config.attack, key, genesis.swarm_id, self.compressor, genesis.index_of(self.id))
+                          if config.attack else None)
+        if self.adversary is not None:
+            self.trainer.label_flip = self.adversary.label_flip
+        self.genesis_state = genesis_state(self.trainer.initial_parameters(), genesis.peer_ids, genesis_hash(genesis))
+        self.dim = self.genesis_state.params.numel()
+        self.state = self.genesis_state
+        self.pool = GradientPool()
+        self.scores = PeerScores()
+        self.metrics = Metrics()
+        self.history: deque[RoundRecord] = deque(maxlen=10_000)
+        self.evidence: dict[bytes, Any] = {}
+        self.diverged: str | None = None
+        self.started = time.time()
+        self.last_eval: tuple[float, float] | None = None
+        self._applied_cache: dict[bytes, Applied] = {}
+        self._ready_sent = 0
+        self._ready_timer: asyncio.TimerHandle | None = None
+        self._round_started = time.monotonic()
+        self._preprepare_seen: dict[tuple[int, int], float] = {}
+        self._training_round = 0
+        self._jobs: asyncio.Queue = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._wake_at = 0.0
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self._state_pool = ThreadPoolExecutor(1, thread_name_prefix="apply")
+        self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
+        self._leader_seen: str | None = None
+        self.transport = transport or self._make_transport()
+        self.core = self._make_core()
+
+    # ------------------------------------------------------------------------------------------- construction
+    def _make_transport(self) -> Transport:
+        from swarm.transport.libp2p_host import Libp2pTransport
+        return Libp2pTransport(self.key, self.config.listen, self.config.bootstrap, self.genesis.peer_ids,
+                               self.config.transport, Callbacks(
+                                   on_payload=self._on_payload, on_control=self._on_control,
+                                   on_misbehaviour=self._on_misbehaviour, on_peer_change=self._on_peer_change,
+                                   get_payload=self._get_payload))
+
+    def _make_core(self) -> Replica:
+        self.crypto = Ed25519Crypto(self.key)
+        self._restore_state()
+        c = self.config.consensus
+        timing = TimingConfig(heartbeat_interval=c.heartbeat_s, min_round_timeout=c.election_timeout_s)
+        persisted = persisted_state(self.store.get_meta("hard"),
+                                    [{"entry": row.entry, "cert": row.certificate} for row in self.store.rows()])
+        core_config = CoreConfig(swarm_id=self.genesis.swarm_id, node_id=self.id, members=self.genesis.peer_ids,
+                                 genesis_state_hash=self.genesis_state.hash, timing=timing)
+        return Replica(core_config, self.crypto, persisted, random.Random(), time.monotonic())
+
+    def _restore_state(self) -> None:
+        """Rebuild the replicated state from the newest certified snapshot plus replay of stored entries."""
+        last = self.store.last_round()
+        if last == 0:
+            return
+        state = self.genesis_state
+        snapshot = self.store.latest_snapshot()
+        if snapshot is not None:
+            round_, state_hash, data = snapshot
+            row = self.store.row(round_)
+            try:
+                candidate = ReplicatedState.deserialize(data, self.dim, self.genesis.peer_ids)
+                if row is not None and candidate.hash == state_hash == row.state_hash:
+                    state = candidate
+            except DecodeError as exc:
+                log.error("snapshot of round %d unusable (%s); replaying from genesis", round_, exc)
+        for row in self.store.rows(state.round + 1):
+            gradients = self._stored_gradients(row.entry["gradients"], row.round, state.hash)
+            if gradients is None:
+                log.warning("restart: payloads of round %d missing; will catch up from peers", row.round)
+                break
+            applied = apply(state, gradients, self.protocol, *self._entry_extras(row.entry["params"], row.round))
+            if applied.state.hash != row.state_hash:
+                self._divergence(f"replay of round {row.round} gives another state hash")
+                break
+            state = applied.state
+        self.state = state
+        self.pool.advance(state.round + 1)
+        log.info("restored state at round %d (%s)", state.round, state.hash.hex()[:12])
+
+    def _stored_gradients(self, digests: list[bytes], round_: int, parent: bytes) -> list[Gradient] | None:
+        found = []
+        for digest in digests:
+            raw = self.store.gradient(digest)
+            if raw is None:
+                return None
+            found.append(self._verify_gradient(raw, round_, parent))
+        return found
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        """Run until ``stop()``; returns after a clean shutdown."""
+        await self.transport.start()
+        log.info("node %s (%s) listening on %s", self.name, self.id, ", ".join(self.transport.listen_addrs))
+        self._tasks = [asyncio.create_task(self._state_worker(), name="state-worker"),
+                       asyncio.create_task(self._ticker(), name="ticker")]
+        self._start_round()
+        await self._stopping.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.stop()
+        self._state_pool.shutdown(wait=True, cancel_futures=True)
+        self._train_pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+        log.info("node %s stopped at round %d", self.name, self.state.round)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------------------------------------- core driving
+    def _step(self, event) -> None:
+        try:
+            actions = self.core.step(time.monotonic(), event)
+        except Exception:  # a bug in the core must not take the node down silently
+            log.exception("consensus core failed on %s", type(event).__name__)
+            return
+        for action in actions:
+            self._execute(action)
+        leader = self.core.leader
+        if leader != self._leader_seen:
+            self._leader_seen = leader
+            if leader is not None:
+                self.metrics.leader_changes += 1
+                log.info("term %d: leader is %s", self.core.term, self.genesis.name_of(leader))
+
+    def _execute(self, action) -> None:
+        if isinstance(action, Send):
+            self._send(action.to, encode_message(self.key, self.genesis.swarm_id, action.message))
+        elif isinstance(action, Broadcast):
+            data = encode_message(self.key, self.genesis.swarm_id, action.message)
+            for peer in self.genesis.peer_ids:
+                if peer != self.id:
+                    self._send(peer, data)
+        elif isinstance(action, PersistHardState):
+            self.store.put_meta("hard", hard_state_to_plain(action.state))
+        elif isinstance(action, PersistEntry):
+            committed = action.committed
+            self.store.append(ChainRow(committed.entry.round, committed.cert.term, committed.entry.digest(),
+                                       committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
+                                       committed.entry.state_hash))
+        elif isinstance(action, Apply):
+            self._jobs.put_nowait(("apply", action.committed))
+        elif isinstance(action, BuildProposal):
+            self._jobs.put_nowait(("build", action.round, action.parent_state_hash))
+        elif isinstance(action, ValidateProposal):
+            self._preprepare_seen.setdefault((action.term, action.round), time.monotonic())
+            self._jobs.put_nowait(("validate", action.term, action.round, action.entry))
+        elif isinstance(action, ReportEvidence):
+            evidence = action.evidence
+            log.warning("equivocation by leader %s in term %d round %d", self.genesis.name_of(evidence.leader),
+                        evidence.term, evidence.round)
+            self.evidence.setdefault(evidence.digest(), evidence)
+        elif isinstance(action, WakeAt):
+            self._wake_at = action.time
+            self._wake.set()
+
+    def _send(self, peer: str, data: bytes) -> None:
+        self.metrics.bytes_out += len(data)
+        self.transport.send(peer, data)
+
+    async def _ticker(self) -> None:
+        while True:
+            delay = max(0.0, self._wake_at - time.monotonic()) if self._wake_at else 1.0
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 1.0))
+                continue  # a new wake-up time arrived; recompute
+            except asyncio.TimeoutError:
+                pass
+            if self._wake_at and time.monotonic() >= self._wake_at:
+                self._step(Tick())
+
+    # ------------------------------------------------------------------------------------------- inbound
+    async def _on_control(self, peer: str, data: bytes) -> None:
+        now = time.monotonic()
+        if self.scores.is_banned(peer, now):
+            return
+        self.metrics.bytes_in += len(data)
+        try:
+            envelope = open_envelope(data, self.genesis.swarm_id, 4 << 20)
+            if envelope.sender != peer:
+                raise DecodeError("relayed", "envelope signer is not the connection's peer")
+            message = decode_message(envelope)
+        except DecodeError as exc:
+            self._reject(peer, exc.reason, str(exc))
+            return
+        self.scores.reward(peer)
+        self._step(Received(message))
+
+    async def _on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
+        now = time.monotonic()
+        if self.scores.is_banned(peer, now):
+            return
+        self.metrics.bytes_in += len(data)
+        try:
+            round_ = decode_envelope(data, self.config.transport.max_payload_bytes).round
+        except DecodeError as exc:
+            self._reject(peer, exc.reason, str(exc))
+            return
+        if not self.pool.accepts_round(round_):
+            self.metrics.rejected["stale_or_future_round"] += 1
+            return
+        parent = self.state.hash if round_ == self.state.round + 1 else None
+        try:
+            gradient = self._verify_gradient(data, round_, parent)
+        except DecodeError as exc:
+            self._reject(peer, exc.reason, str(exc))
+            return
+        self._add_gradient(gradient)
+
+    def _add_gradient(self, gradient: Gradient) -> None:
+        equivocation = self.pool.add(gradient)
+        if equivocation is not None:
+            self._reject(gradient.sender, "equivocation", f"two gradients for round {gradient.round}")
+            return
+        self._check_ready()
+
+    async def _on_misbehaviour(self, peer: str, reason: str) -> None:
+        self._reject(peer, reason, "reported by the transport")
+
+    async def _on_peer_change(self, peer: str, connected: bool) -> None:
+        log.info("peer %s %s", self.genesis.name_of(peer), "connected" if connected else "disconnected")
+        if connected:
+            # A peer that (re)joins may have missed this round's gradient: push it again.
+            mine = next((g for g in self.pool.for_round(self.state.round + 1) if g.sender == self.id), None)
+            if mine is not None:
+                asyncio.create_task(self.transport.push(mine.raw))
+
+    def _get_payload(self, digest: bytes) -> bytes | None:
+        gradient = self.pool.by_digest(digest)
+        if gradient is not None:
+            return gradient.raw
+        if digest == self.state.hash:
+            return self.state.serialize()  # a certified snapshot: the digest is the state hash
+        return self.store.gradient(digest)
+
+    def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None) -> Gradient:
+        return verify_gradient(
+            raw, swarm_id=self.genesis.swarm_id, members=self.members,
+            max_size=self.config.transport.max_payload_bytes, round=round_, parent=parent,
+            decode_payload=lambda payload: compression.decode(payload, self.dim,
+                                                              self.config.transport.max_payload_bytes))
+
+    def _reject(self, peer: str, reason: str, detail: str) -> None:
+        self.metrics.rejected[reason] += 1
+        self.scores.penalize(peer, reason, time.monotonic(), detail)
+        entry = self.scores.get(peer)
+        if peer in self.members:
+            self.store.put_local_score(peer, entry.score, entry.rejected, reason)
+
+    # ------------------------------------------------------------------------------------------- rounds
+    def _start_round(self) -> None:
+        """Begin round state.round + 1: train on the committed state and push the signed gradient."""
+        round_ = self.state.round + 1
+        self.pool.advance(round_)
+        self._round_started = time.monotonic()
+        self._cancel_ready_timer()
+        if self.diverged or self._training_round >= round_:
+            return
+        if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
+            return
+        self._training_round = round_
+        observed = [g.vector for g in self.pool.previous] if self.adversary is not None else []
+        asyncio.create_task(self._train_and_push(round_, self.state, observed), name=f"train-{round_}")
+        self._check_ready()
+
+    async def _train_and_push(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            payloads = await loop.run_in_executor(self._train_pool, self._train, round_, state, observed)
+        except Exception:
+            log.exception("local training failed for round %d", round_)
+            return
+        if self.state.round + 1 != round_:
+            return  # the swarm moved on while we trained
+        for raw in payloads:
+            try:
+                self.pool.add(self._verify_gradient(raw, round_, state.hash))
+            except DecodeError:
+                pass  # an attack profile's garbage or stale message: pushed, not kept
+            await self._push(raw)
+        self._check_ready()
+
+    def _train(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor]) -> list[bytes]:
+        """Worker thread: local update, optional attack, compression, signing. Returns envelope bytes to push."""
+        update = self.trainer.local_update(state.params)
+        if self.adversary is not None:
+            return self.adversary.payloads(update, round_, state, observed)
+        return [make_gradient(self.key, self.genesis.swarm_id, round_, state.hash, self.compressor.compress(update))]
+
+    async def _push(self, raw: bytes) -> None:
+        results = await self.transport.push(raw)
+        self.metrics.bytes_out += len(raw) * sum(1 for r in results.values() if r.ok)
+
+    def _check_ready(self) -> None:
+        round_ = self.state.round + 1
+        if self._ready_sent >= round_:
+            return
+        count = self.pool.count(round_)
+        if count >= self.genesis.n:
+            self._signal_ready(round_)
+        elif count >= self.genesis.quorum and self._ready_timer is None:
+            self._ready_timer = asyncio.get_running_loop().call_later(READY_GRACE_S, self._signal_ready, round_)
+
+    def _signal_ready(self, round_: int) -> None:
+        self._cancel_ready_timer()
+        if round_ != self.state.round + 1 or self._ready_sent >= round_:
+            return
+        self._ready_sent = round_
+        self._step(PayloadsReady(round_))
+
+    def _cancel_ready_timer(self) -> None:
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+
+    # ------------------------------------------------------------------------------------------- state worker
+    async def _state_worker(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                if job[0] == "build":
+                    await self._build(job[1], job[2])
+                elif job[0] == "validate":
+                    await self._validate(job[1], job[2], job[3])
+                elif job[0] == "apply":
+                    await self._apply_committed(job[1])
+            except Exception:
+                log.exception("state job %s failed", job[0])
+
+    async def _build(self, round_: int, parent: bytes) -> None:
+        if round_ != self.state.round + 1 or parent != self.state.hash:
+            log.warning("asked to build round %d on a state we do not hold", round_)
+            return
+        gradients = self.pool.for_round(round_)
+        if len(gradients) < self.genesis.quorum:
+            log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
+            return
+        params = self._entry_params()
+        applied = await self._apply_in_thread(self.state, gradients, params)
+        entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
+                      rule=self.protocol.rule, params=params, state_hash=applied.state.hash,
+                      parent_state_hash=self.state.hash)
+        self._applied_cache[entry.digest()] = applied
+        self._step(ProposalBuilt(entry))
+
+    def _entry_params(self) -> dict:
+        """What a leader adds to its entry: the previous commit certificate (for consensus participation) and
+        equivocation evidence not yet committed."""
+        params: dict[str, Any] = {}
+        previous = self.store.row(self.state.round)
+        if previous is not None:
+            params["prev_cert"] = previous.certificate
+        committed = self._committed_evidence()
+        pending = [evidence_to_plain(e) for d, e in sorted(self.evidence.items()) if d not in committed]
+        if pending:
+            params["evidence"] = pending[:4]
+        return params
+
+    def _committed_evidence(self) -> set[bytes]:
+        return {bytes(d) for d in self.store.get_meta("evidence_digests", [])}
+
+    def _entry_extras(self, params: dict, round_: int) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """(certificate signers, convicted members) an entry's params prove; raises InvalidEntry when forged."""
+        signers = None
+        if "prev_cert" in params:
+            signers = self._check_prev_cert(params["prev_cert"], round_ - 1)
+        convicted = set()
+        for item in params.get("evidence", []):
+            convicted.add(self._check_evidence(item))
+        unknown = set(params) - {"prev_cert", "evidence"}
+        if unknown:
+            raise InvalidEntry(f"unknown entry params {sorted(unknown)}")
+        return signers, frozenset(convicted)
+
+    def _check_prev_cert(self, cert: Any, round_: int) -> frozenset[str]:
+        row = self.store.row(round_)
+        if row is None or not isinstance(cert, dict) or cert.get("round") != row.round or cert.get("digest") != row.digest:
+            raise InvalidEntry("prev_cert does not certify the previous round")
+        signers = set()
+        for signer, sig in cert.get("sigs", []):
+            payload = signing_bytes(self.genesis.swarm_id, "commit", cert["term"], row.round, row.digest, signer)
+            if signer not in self.members or not self.crypto.verify(signer, payload, sig):
+                raise InvalidEntry("prev_cert carries an invalid signature")
+            signers.add(signer)
+        if len(signers) < self.genesis.quorum:
+            raise InvalidEntry("prev_cert is not a quorum")
+        return frozenset(signers)
+
+    def _check_evidence(self, item: Any) -> str:
+        from consensus.messages import evidence_from_plain
+        try:
+            evidence = evidence_from_plain(item)
+        except DecodeError as exc:
+            raise InvalidEntry(f"malformed evidence: {exc}") from None
+        ok = evidence.leader in self.members and evidence.digest_a != evidence.digest_b and all(
+            verify_by_peer_id(evidence.leader, signing_bytes(self.genesis.swarm_id, "preprepare", evidence.term,
+                                                             evidence.round, digest, evidence.leader), sig)
+            for digest, sig in ((evidence.digest_a, evidence.sig_a), (evidence.digest_b, evidence.sig_b)))
+        if not ok:
+            raise InvalidEntry("evidence does not prove equivocation")
+        return evidence.leader
+
+    async def _apply_in_thread(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
+        signers, convicted = self._entry_extras(params, state.round + 1)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._state_pool, apply, state, gradients, self.protocol, signers,
+                                          convicted)
+
+    async def _validate(self, term: int, round_: int, entry: Entry) -> None:
+        ok = False
+        try:
+            applied = await self._check_entry(entry)
+            ok = applied.state.hash == entry.state_hash
+            if ok:
+                self._applied_cache[entry.digest()] = applied
+            else:
+                log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
+        except (InvalidEntry, DecodeError) as exc:
+            log.warning("proposal for round %d in term %d is invalid: %s", round_, term, exc)
+        self._step(ValidationResult(term, round_, entry.digest(), ok))
+
+    async def _check_entry(self, entry: Entry) -> Applied:
+        cached = self._applied_cache.get(entry.digest())
+        if cached is not None:
+            return cached
+        if entry.round != self.state.round + 1 or entry.parent_state_hash != self.state.hash:
+            raise InvalidEntry(f"entry for round {entry.round} does not extend our state (round {self.state.round})")
+        if entry.rule != self.protocol.rule:
+            raise InvalidEntry(f"entry uses rule {entry.rule}, the genesis says {self.protocol.rule}")
+        digests = list(entry.gradient_digests)
+        if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
+            raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
+        gradients = [await self._gradient_by_digest(d, entry.round, entry.parent_state_hash) for d in digests]
+        return await self._apply_in_thread(self.state, gradients, dict(entry.params))
+
+    async def _gradient_by_digest(self, digest: bytes, round_: int, parent: bytes) -> Gradient:
+        known = self.pool.by_digest(digest)
+        if known is not None and known.round == round_ and known.parent == parent:
+            return known
+        stored = self.store.gradient(digest)
+        raw = stored if stored is not None else await self._fetch(digest)
+        if raw is None:
+            raise InvalidEntry(f"payload {digest.hex()[:12]} is not available from any peer")
+        return self._verify_gradient(raw, round_, parent)
+
+    async def _fetch(self, digest: bytes) -> bytes | None:
+        peers = [p for p, info in self.transport.peers().items() if info.connected]
+        leader = self.core.leader
+        peers.sort(key=lambda p: p != leader)
+        for peer in peers:
+            try:
+                raw = await asyncio.wait_for(self.transport.fetch(peer, digest), FETCH_TIMEOUT_S)
+            except (asyncio.TimeoutError, Exception) as exc:  # a peer that fails is just one of several
+                log.debug("fetch %s from %s failed: %s", digest.hex()[:12], peer[:12], exc)
+                continue
+            if raw is not None and digest_of(raw) == digest:
+                return raw
+        return None
+
+    async def _apply_committed(self, committed: CommittedEntry) -> None:
+        entry = committed.entry
+        if entry.round <= self.state.round:
+            return
+        try:
+            applied = await self._check_entry(entry)
+        except (InvalidEntry, DecodeError) as exc:
+            if not await self._resync_from_snapshot(entry, str(exc)):
+                return
+            applied = None
+        if applied is not None:
+            if applied.state.hash != entry.state_hash:
+                if not await self._resync_from_snapshot(entry, "applying a committed entry gave another state hash"):
+                    return
+            else:
+                self._adopt(committed, applied)
+        self._applied_cache.clear()
+        await self._after_commit(committed, applied)
+
+    def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
+        entry = committed.entry
+        gradients = [self.pool.by_digest(d) or None for d in entry.gradient_digests]
+        rows = [(g.digest, g.round, g.sender, g.raw) for g in gradients if g is not None]
+        if len(rows) < len(entry.gradient_digests):
+            rows = []
+            for digest in entry.gradient_digests:
+                raw = self.store.gradient(digest) or self._get_payload(digest)
+                if raw is not None:
+                    rows.append((digest, entry.round, self._sender_of(raw), raw))
+        self.store.add_gradients(rows)
+        evidence = [e["leader"] for e in entry.params.get("evidence", [])]
+        if evidence:
+            from consensus.messages import evidence_from_plain
+            digests = self._committed_evidence() | {evidence_from_plain(e).digest() for e in entry.params["evidence"]}
+            self.store.put_meta("evidence_digests", sorted(digests))
+        self.state = applied.state
+
+    def _sender_of(self, raw: bytes) -> str:
+        return decode_envelope(raw, self.config.transport.max_payload_bytes).sender
+
+    async def _resync_from_snapshot(self, entry: Entry, why: str) -> bool:
+        """Replace our state by a peer's snapshot whose hash the commit certificate signs."""
+        self._divergence(f"round {entry.round}: {why}")
+        raw = await self._fetch(entry.state_hash)
+        if raw is None:
+            log.error("no peer could give the certified snapshot of round %d", entry.round)
+            return False
+        try:
+            state = ReplicatedState.deserialize(raw, self.dim, self.genesis.peer_ids)
+        except DecodeError as exc:
+            log.error("certified snapshot of round %d is malformed: %s", entry.round, exc)
+            return False
+        if state.hash != entry.state_hash or state.round != entry.round:
+            return False
+        self.state = state
+        self.store.save_snapshot(state.round, state.hash, raw)
+        self.diverged = None
+        log.warning("resynchronised from the certified snapshot of round %d", entry.round)
+        return True
+
+    def _divergence(self, why: str) -> None:
+        self.metrics.divergences += 1
+        self.diverged = why
+        log.error("STATE DIVERGENCE: %s; stopping contributions and resyncing from a certified snapshot", why)
+
+    async def _after_commit(self, committed: CommittedEntry, applied: Applied | None) -> None:
+        entry = committed.entry
+        now = time.monotonic()
+        self.metrics.rounds_committed += 1
+        self.metrics.round_seconds.append(now - self._round_started)
+        seen = self._preprepare_seen.pop((committed.cert.term, entry.round), None)
+        if seen is not None:
+            self.metrics.commit_seconds.append(now - seen)
+        if entry.round % self.config.consensus.snapshot_every == 0:
+            self.store.save_snapshot(self.state.round, self.state.hash, self.state.serialize())
+        loop = asyncio.get_running_loop()
+        loss, accuracy = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, self.state.params)
+        self.last_eval = (loss, accuracy)
+        record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, loss, accuracy,
+                             applied.rule_used if applied else entry.rule,
+                             [self.genesis.name_of(p) for p in (applied.aggregated if applied else ())],
+                             [self.genesis.name_of(p) for p in (applied.quarantined if applied else ())],
+                             time.time())
+        self.history.append(record)
+        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s", entry.round,
+                 committed.cert.term, self.genesis.name_of(self.core.leader) if self.core.leader else "-",
+                 loss, accuracy, entry.state_hash.hex()[:12])
+        if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
+            log.info("reached max_rounds=%d", self.config.max_rounds)
+        if self.state.round >= self.core.committed_round:
+            self._start_round()
