@@ -1,0 +1,30 @@
+"""The server step of the replicated state machine: params <- params - lr * (momentum * buf + aggregate).
+
+Elementwise float64 arithmetic on the CPU, cast back to float32: the same bytes on every machine and thread
+count. With local_steps > 1 the aggregate is a pseudo-gradient (start - end), and lr = 1, momentum = 0 is FedAvg.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def apply_update(params: torch.Tensor, aggregate: torch.Tensor, server_lr: float, momentum: float = 0.0,
+                 momentum_buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (new float32 params, new float32 momentum buffer)."""
+    if params.dim() != 1 or aggregate.shape != params.shape:
+        raise ValueError(f"params {tuple(params.shape)} and aggregate {tuple(aggregate.shape)} must be equal 1-D shapes")
+    if not (math.isfinite(server_lr) and server_lr > 0):
+        raise ValueError(f"server_lr must be positive and finite, got {server_lr!r}")
+    if not (math.isfinite(momentum) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    update = aggregate.detach().to("cpu", torch.float64)
+    if momentum_buf is not None:
+        if momentum_buf.shape != params.shape:
+            raise ValueError("momentum buffer shape differs from params")
+        update = momentum_buf.detach().to("cpu", torch.float64) * momentum + update
+    new_params = params.detach().to("cpu", torch.float64) - update * server_lr
+    if not bool(torch.isfinite(new_params).all()):
+        raise ValueError("update produced non-finite parameters")
+    return new_params.to(torch.float32), update.to(torch.float32)
