@@ -52,7 +52,8 @@ async def send_push(stream: Any, header: bytes, payload: bytes) -> str | None:
 
 
 async def receive_push(stream: Any, max_bytes: int) -> tuple[bytes, bytes]:
-    """Read one push, check it, acknowledge it: (digest, data). Raises FrameError for a bad push."""
+    """Read and check one push: (digest, data). Raises FrameError for a bad push. The caller acknowledges it
+    (``ack_push``) once the node has taken it, so an ok from ``push`` means delivered, not just received."""
     raw = await read_exact(stream, BULK_HEADER.size)
     try:
         length, digest = parse_bulk_header(raw, max_bytes)
@@ -64,8 +65,11 @@ async def receive_push(stream: Any, max_bytes: int) -> tuple[bytes, bytes]:
     if data is None:
         await _try_write(stream, bytes([ACK_BAD_DIGEST]))
         raise FrameError("push body does not match its SHA-256 digest")
-    await stream.write(bytes([ACK_OK]))
     return digest, data
+
+
+async def ack_push(stream: Any) -> None:
+    await stream.write(bytes([ACK_OK]))
 
 
 async def _try_write(stream: Any, data: bytes) -> None:

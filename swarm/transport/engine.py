@@ -111,6 +111,8 @@ class Engine:
         self.host.set_stream_handler(bulk.FETCH_PROTOCOL, self._guard(self._on_fetch_stream))
         async with self.host.run(listen_addrs=[listen]):
             self.listen_addrs = [str(a) for a in self.host.get_addrs()]
+            if not self.listen_addrs:  # libp2p logs a failed bind and carries on; a node that cannot listen must not
+                raise OSError(f"could not listen on {self.listen} (port in use?)")
             async with trio.open_nursery() as inner:
                 for member in self.members.values():
                     inner.start_soon(self._supervise, member)
@@ -284,9 +286,10 @@ class Engine:
         async with member.bulk_slots:
             digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes)
             member.touch()
+            await self.sink.payload(member.peer_id, digest, data)
+            await bulk.ack_push(stream)
             with trio.move_on_after(1):
                 await stream.close()
-            await self.sink.payload(member.peer_id, digest, data)
 
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
         await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
