@@ -70,12 +70,11 @@ def row_sum(vectors: torch.Tensor, rows: list[int], coefficients: list[float] | 
     """Float64 sum (optionally weighted) of the given rows, added one row at a time in the given order."""
     d = vectors.shape[1]
     acc = torch.zeros(d, dtype=torch.float64)
-    for k, i in enumerate(rows):
-        row = vectors[i].to(torch.float64)
+    for k, i in enumerate(rows):  # in-place promotion to float64: no temporary copy of the row
         if coefficients is None:
-            acc += row
+            acc.add_(vectors[i])
         else:
-            acc += row * coefficients[k]
+            acc.add_(vectors[i], alpha=coefficients[k])
     return acc
 
 
