@@ -121,14 +121,19 @@ def _print_new_rounds(console: Console, specs, shown: int) -> int:
         if status["round"] <= shown:
             return shown
         for row in get_json(f"{spec.api}/log?from={shown + 1}&limit=100", 2.0) or []:
-            console.print(f"round {row['round']:4d}  term {row['certificate_term']:3d}  "
-                          f"state {row['state_hash'][:12]}  included {','.join(row['included'])}  "
-                          f"signers {len(row['certificate_signers'])}  "
-                          f"[dim](loss/acc at {spec.name}: {status['loss']:.4f} / {status['accuracy']:.4f})[/]"
-                          if status.get("loss") is not None else f"round {row['round']}", highlight=False)
+            console.print(_round_line(row), highlight=False, soft_wrap=True)
             shown = row["round"]
         return shown
     return shown
+
+
+def _round_line(row: dict) -> str:
+    metrics = "" if row.get("accuracy") is None else f"loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+    quarantined = f"  quarantined {','.join(row['quarantined'])}" if row.get("quarantined") else ""
+    leader = row.get("leader")
+    return (f"round {row['round']:4d}  term {row['certificate_term']:3d}  {metrics}"
+            f"state {row['state_hash'][:12]}  signers {len(row['certificate_signers'])}  "
+            f"aggregated {','.join(row.get('aggregated') or row['included'])}{quarantined}")
 
 
 def _all_reached(statuses: dict, rounds: int) -> bool:

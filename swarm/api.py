@@ -101,10 +101,16 @@ async def peers(request: web.Request) -> web.Response:
 
 
 def log_view(node: "Node", start: int, limit: int) -> list[dict]:
+    records = {record.round: record for record in node.history}
     out = []
     for row in node.store.rows(start, limit):
         cert = row.certificate
+        record = records.get(row.round)
         out.append({
+            "loss": record.loss if record else None, "accuracy": record.accuracy if record else None,
+            "aggregated": record.included if record else None, "quarantined": record.quarantined if record else None,
+            "rule_used": record.rule if record else None,
+            "leader": node.genesis.name_of(record.leader) if record and record.leader else None,
             "round": row.round, "term": row.term, "digest": row.digest.hex(), "state_hash": row.state_hash.hex(),
             "rule": row.entry["rule"],
             "gradients": [d.hex() for d in row.entry["gradients"]],

@@ -54,9 +54,9 @@ class ClusterOptions:
     rule: str = "median"
     dataset: str = "mnist5k"
     model: str = "mlp"
-    local_steps: int = 5
-    lr: float = 0.05
-    batch_size: int = 32
+    local_steps: int = 10
+    lr: float = 0.2
+    batch_size: int = 64
     compression: str = "fp16"
     max_rounds: int | None = None
     node_overrides: dict[str, Any] = field(default_factory=dict)  # extra keys merged into every node config

@@ -41,8 +41,8 @@ class DatasetConfig:
 @dataclass
 class TrainingConfig:
     batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
-    lr: float = field(default=0.1, metadata={"min": 0.0})
-    local_steps: int = field(default=1, metadata={"min": 1, "max": 10000})
+    lr: float = field(default=0.2, metadata={"min": 0.0})
+    local_steps: int = field(default=10, metadata={"min": 1, "max": 10000})
     prox_mu: float = field(default=0.0, metadata={"min": 0.0})
     device: str = "auto"
 

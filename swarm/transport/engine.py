@@ -263,7 +263,8 @@ class Engine:
     async def _on_control_stream(self, member: Member, stream: Any) -> None:
         reader = ControlReader(stream)
         while True:
-            batch = await reader.next_batch()
+            with trio.fail_after(self.config.peer_timeout_s * 3):  # a live peer heartbeats: a stall is a dead stream
+                batch = await reader.next_batch()
             member.touch()
             bodies = [body for kind, body in batch if kind == KIND_DATA]
             for kind, body in batch:
@@ -284,7 +285,8 @@ class Engine:
 
     async def _on_push_stream(self, member: Member, stream: Any) -> None:
         async with member.bulk_slots:
-            digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes)
+            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):  # no half-sent push held forever
+                digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes)
             member.touch()
             await self.sink.payload(member.peer_id, digest, data)
             await bulk.ack_push(stream)
@@ -292,7 +294,8 @@ class Engine:
                 await stream.close()
 
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
-        await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
+        with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
+            await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
         with trio.move_on_after(1):
             await stream.close()
 

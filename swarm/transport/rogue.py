@@ -61,11 +61,13 @@ async def _garbage_stream(host, peer_id, protocol: str, data: bytes) -> str:  # 
         with trio.fail_after(5):
             stream = await host.new_stream(peer_id, [TProtocol(protocol)])
             await stream.write(data)
-            try:
-                answer = await stream.read(64)
-                outcome = f"answered {answer[:8]!r}"
-            except Exception as exc:  # noqa: BLE001
-                outcome = f"closed: {type(exc).__name__}"
+            outcome = "no answer within 1 s"
+            with trio.move_on_after(1):
+                try:
+                    answer = await stream.read(64)
+                    outcome = f"answered {answer[:8]!r}"
+                except Exception as exc:  # noqa: BLE001
+                    outcome = f"closed: {type(exc).__name__}"
             await stream.reset()
             return outcome
     except BaseException as exc:  # noqa: BLE001
