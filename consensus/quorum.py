@@ -1,0 +1,107 @@
+"""Static membership, quorum sizes, and signature checks for messages and certificates.
+
+Q = ceil((n + f + 1) / 2), which is exactly 2f+1 when n = 3f+1: any two quorums then share at least f+1 members, so
+at least one honest one. (For n = 2 or 3, f = 0 and 2f+1 = 1 would let two disjoint "quorums" decide differently;
+the formula gives 2, the crash-fault majority.) Never a bare majority when f > 0.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable, Protocol
+
+from .messages import (CommitCertificate, Evidence, Message, NewTerm, PreparedCertificate, Vote, signed_fields,
+                       signing_bytes)
+
+
+class Crypto(Protocol):
+    """Injected by the node: signs as this node, verifies any member's signature. Pure computation."""
+
+    def sign(self, payload: bytes) -> bytes: ...
+
+    def verify(self, sender_id: str, payload: bytes, sig: bytes) -> bool: ...
+
+
+class Membership:
+    """The genesis member list; n, f and the quorum size derived from it."""
+
+    def __init__(self, members: Iterable[str], quorum_override: int | None = None):
+        self.members: tuple[str, ...] = tuple(sorted(set(members)))
+        if not self.members:
+            raise ValueError("membership needs at least one member")
+        self.n = len(self.members)
+        self.f = (self.n - 1) // 3
+        # quorum_override exists only so tests can plant a bug (e.g. f+1) and watch the simulator catch it.
+        self.quorum = quorum_override if quorum_override is not None else (self.n + self.f) // 2 + 1
+        self.weak_quorum = self.f + 1  # enough to contain one honest member
+        self._set = frozenset(self.members)
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._set
+
+
+class Verifier:
+    """Checks consensus signatures for one swarm, memoizing results (a cert re-sends signatures already seen)."""
+
+    def __init__(self, swarm_id: str, membership: Membership, crypto: Crypto, cache_size: int = 4096):
+        self.swarm_id = swarm_id
+        self.membership = membership
+        self.crypto = crypto
+        self._cache: OrderedDict[tuple, bool] = OrderedDict()
+        self._cache_size = cache_size
+        self.verifications = 0  # real signature checks done (cache misses), for benchmarks
+
+    def check(self, kind: str, term: int, round: int, digest: bytes, signer: str, sig: bytes) -> bool:
+        if signer not in self.membership:
+            return False
+        key = (kind, term, round, digest, signer, sig)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        self.verifications += 1
+        ok = bool(self.crypto.verify(signer, signing_bytes(self.swarm_id, kind, term, round, digest, signer), sig))
+        self._cache[key] = ok
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return ok
+
+    def message(self, msg: Message) -> bool:
+        kind, term, rnd, digest, sender = signed_fields(msg)
+        return self.check(kind, term, rnd, digest, sender, msg.sig)
+
+    def quorum_of(self, kind: str, term: int, round: int, digest: bytes, sigs) -> bool:
+        """At least Q distinct members validly signed (kind, term, round, digest)."""
+        signers = set()
+        for signer, sig in sigs:
+            if signer in signers or not self.check(kind, term, round, digest, signer, sig):
+                continue
+            signers.add(signer)
+        return len(signers) >= self.membership.quorum
+
+    def prepared(self, cert: PreparedCertificate) -> bool:
+        return cert.entry.round == cert.round and self.quorum_of("prepare", cert.term, cert.round, cert.digest,
+                                                                 cert.signatures)
+
+    def committed(self, cert: CommitCertificate) -> bool:
+        return self.quorum_of("commit", cert.term, cert.round, cert.digest, cert.signatures)
+
+    def vote(self, vote: Vote) -> bool:
+        return self.message(vote) and (vote.lock is None or self.prepared(vote.lock))
+
+    def term_certificate(self, msg: NewTerm) -> bool:
+        """2f+1 distinct members' valid votes for the sender in msg.term (locks included)."""
+        voters = set()
+        for v in msg.votes:
+            if v.term != msg.term or v.candidate != msg.sender or v.sender in voters or not self.vote(v):
+                return False
+            voters.add(v.sender)
+        return len(voters) >= self.membership.quorum
+
+    def evidence(self, e: Evidence) -> bool:
+        return (e.digest_a != e.digest_b
+                and self.check("preprepare", e.term, e.round, e.digest_a, e.leader, e.sig_a)
+                and self.check("preprepare", e.term, e.round, e.digest_b, e.leader, e.sig_b))
+
+
+def sign_fields(swarm_id: str, crypto: Crypto, kind: str, term: int, round: int, digest: bytes, sender: str) -> bytes:
+    return crypto.sign(signing_bytes(swarm_id, kind, term, round, digest, sender))

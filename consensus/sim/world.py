@@ -1,0 +1,294 @@
+"""The simulated world: seeded event queue, faulty network, the node side of each replica (store, app, workload),
+crashes and restarts. Everything random comes from one ``random.Random(seed)``, so a seed replays exactly."""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from crypto import wire
+
+from ..actions import Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send, \
+    ValidateProposal, WakeAt
+from ..events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
+from ..messages import Entry, from_wire, to_wire
+from ..replica import Config, Replica
+from ..state import HardState, PersistedState
+from ..timing import TimingConfig
+from .fakecrypto import KeyRing
+from .invariants import Invariants, Violation
+
+RULE = "mean"
+GENESIS = hashlib.sha256(b"sim-genesis").digest()
+SIM_TIMING = TimingConfig(heartbeat_interval=0.5, min_round_timeout=2.0, max_timeout=30.0, margin=4.0,
+                          candidacy_delay=0.3, max_backoff_exponent=4)
+
+
+def grad_digest(rnd: int, member: str, variant: int = 0) -> bytes:
+    return hashlib.sha256(f"grad/{rnd}/{member}/{variant}".encode()).digest()
+
+
+def fake_apply(parent: bytes, digests, rule: str, params: dict) -> bytes:
+    """Stands in for aggregation + update: deterministic in its inputs, like the real apply()."""
+    return hashlib.sha256(wire.dumps([parent, list(digests), rule, params])).digest()
+
+
+def build_entry(rnd: int, parent: bytes, members: list[str], quorum: int, variant: int = 0) -> Entry:
+    chosen = members[variant % len(members):] + members[:variant % len(members)]
+    digests = tuple(sorted(grad_digest(rnd, m) for m in chosen[:max(quorum, len(members) - (len(members) - 1) // 3)]))
+    params = {"lr": 0.1}
+    return Entry(rnd, digests, RULE, params, fake_apply(parent, digests, RULE, params), parent)
+
+
+def entry_is_valid(entry: Entry) -> bool:
+    return entry.rule == RULE and len(entry.gradient_digests) > 0 and entry.state_hash == fake_apply(
+        entry.parent_state_hash, entry.gradient_digests, entry.rule, entry.params)
+
+
+@dataclass
+class FaultPlan:
+    gst: float = 0.0  # global stabilization time: no network faults, crashes or partitions after it
+    drop: float = 0.0
+    duplicate: float = 0.0
+    max_delay: float = 0.05
+    partitions: bool = False
+    crashes: int = 0  # crash/restart events before GST
+
+
+@dataclass
+class SimNode:
+    """One process: a replica plus what the node around it keeps (the store and the applied chain)."""
+    id: str
+    instance: int  # twins share an id with two instances
+    replica: Replica | None
+    store: PersistedState = field(default_factory=PersistedState)
+    app_head: bytes = GENESIS
+    incarnation: int = 0
+    wake_token: int = 0
+    byzantine: object = None  # a script from byzantine.py, or None for honest code
+
+
+class World:
+    def __init__(self, seed: int, n: int, faults: FaultPlan, rounds_after_gst: int = 2, liveness_bound: float = 300.0,
+                 quorum_override: int | None = None, wire_roundtrip: bool = False, timing: TimingConfig = SIM_TIMING):
+        self.seed, self.rng = seed, random.Random(seed)
+        self.members = [f"node{i:02d}" for i in range(n)]
+        self.keys = KeyRing(seed, self.members)
+        self.faults, self.timing = faults, timing
+        self.quorum_override = quorum_override
+        self.rounds_after_gst, self.liveness_bound = rounds_after_gst, liveness_bound
+        self.wire_roundtrip = wire_roundtrip
+        self.inv = Invariants()
+        self.now = 0.0
+        self._queue: list = []
+        self._seq = 0
+        self.nodes: list[SimNode] = []
+        self.honest: set[str] = set(self.members)
+        self.partition: list[set[str]] | None = None
+        self.target_round: int | None = None
+        self.steps = 0
+        self.messages = 0
+
+    # ------------------------------------------------------------------------------ setup
+    def config(self, node_id: str, timing: TimingConfig | None = None) -> Config:
+        return Config("sim-swarm", node_id, self.members, GENESIS, timing or self.timing, self.quorum_override)
+
+    def add_node(self, node_id: str, instance: int = 0, byzantine=None) -> SimNode:
+        node = SimNode(node_id, instance, None, byzantine=byzantine)
+        self.nodes.append(node)
+        if byzantine is not None:
+            self.honest.discard(node_id)
+        self._start(node)
+        return node
+
+    def _start(self, node: SimNode) -> None:
+        node.incarnation += 1
+        timing = node.byzantine.timing(self.timing) if node.byzantine else self.timing
+        persisted = PersistedState(node.store.hard, list(node.store.chain))
+        node.replica = Replica(self.config(node.id, timing), self.keys.signer(node.id), persisted,
+                               random.Random(self.rng.getrandbits(64)), self.now)
+        node.app_head = persisted.chain[-1].entry.state_hash if persisted.chain else GENESIS
+        if node.id in self.honest:
+            self.inv.restarted(node.id, node.replica.committed_round)
+        self.schedule(0.0, ("tick", node, node.incarnation, None))
+        self._schedule_payloads(node)
+
+    def schedule(self, delay: float, item) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay, self._seq, item))
+
+    # ------------------------------------------------------------------------------ network
+    def faulty(self) -> bool:
+        return self.now < self.faults.gst
+
+    def deliver(self, src: str, dst: str, msg) -> None:
+        if dst == src:
+            return
+        self.messages += 1
+        if self.faulty():
+            if self.partition is not None and not any(src in side and dst in side for side in self.partition):
+                return
+            if self.rng.random() < self.faults.drop:
+                return
+            copies = 2 if self.rng.random() < self.faults.duplicate else 1
+        else:
+            copies = 1
+        if self.wire_roundtrip:
+            msg = from_wire(wire.loads(wire.dumps(to_wire(msg))))
+        for node in self.nodes:
+            if node.id == dst:
+                for _ in range(copies):
+                    delay = self.rng.uniform(0.001, self.faults.max_delay if self.faulty() else 0.05)
+                    self.schedule(delay, ("msg", node, node.incarnation, msg))
+
+    def send_from(self, node: SimNode, to: str | None, msg) -> None:
+        """to=None broadcasts to every other member."""
+        if node.id in self.honest:
+            self.inv.sent(node.id, msg, node.store.hard)
+        targets = [m for m in self.members if m != node.id] if to is None else [to]
+        for dst in targets:
+            self.deliver(node.id, dst, msg)
+
+    # ------------------------------------------------------------------------------ node side
+    def feed(self, node: SimNode, event) -> None:
+        replica = node.replica
+        if node.byzantine is not None:
+            actions = node.byzantine.step(self, node, event)
+        else:
+            actions = replica.step(self.now, event)
+        self.execute(node, actions)
+        if node.id in self.honest and replica.leader is not None:
+            self.inv.leader_seen(node.id, replica.term, replica.leader)
+
+    def execute(self, node: SimNode, actions) -> None:
+        honest = node.id in self.honest
+        for action in actions:
+            if isinstance(action, PersistHardState):
+                if honest:
+                    self.inv.persisted_hard(node.id, node.store.hard, action.state)
+                node.store.hard = action.state
+            elif isinstance(action, PersistEntry):
+                if honest:
+                    self.inv.persisted_entry(node.id, len(node.store.chain), action.committed)
+                node.store.chain.append(action.committed)
+            elif isinstance(action, Apply):
+                entry = action.committed.entry
+                if entry.parent_state_hash != node.app_head:
+                    if honest:
+                        self.inv.fail(f"apply order: {node.id} applied round {entry.round} on the wrong parent")
+                new_head = fake_apply(entry.parent_state_hash, entry.gradient_digests, entry.rule, entry.params)
+                if honest:
+                    self.inv.applied(node.id, action.committed, new_head)
+                    if new_head != entry.state_hash:
+                        self.inv.fail(f"equal state hash: {node.id} committed round {entry.round} whose state hash "
+                                      f"does not match its contents (an invalid entry was committed)")
+                node.app_head = new_head
+                self._schedule_payloads(node)
+            elif isinstance(action, Send):
+                self.send_from(node, action.to, action.message)
+            elif isinstance(action, Broadcast):
+                self.send_from(node, None, action.message)
+            elif isinstance(action, BuildProposal):
+                self.schedule(0.02, ("build", node, node.incarnation, action))
+            elif isinstance(action, ValidateProposal):
+                self.schedule(0.02, ("validate", node, node.incarnation, action))
+            elif isinstance(action, WakeAt):
+                node.wake_token += 1
+                self.schedule(max(0.0, action.time - self.now), ("tick", node, node.incarnation, node.wake_token))
+            elif isinstance(action, ReportEvidence):
+                pass
+            else:
+                raise TypeError(action)
+
+    def _schedule_payloads(self, node: SimNode) -> None:
+        """Local training for the next round takes a while, then its gradients (and the others') are in."""
+        rnd = len(node.store.chain) + 1
+        self.schedule(self.rng.uniform(0.2, 0.8), ("payloads", node, node.incarnation, rnd))
+
+    def _answer_build(self, node: SimNode, action: BuildProposal) -> None:
+        if node.byzantine is not None:
+            entry = node.byzantine.build(self, node, action)
+        else:
+            entry = build_entry(action.round, action.parent_state_hash, self.members, node.replica.membership.quorum)
+        self.feed(node, ProposalBuilt(entry))
+
+    # ------------------------------------------------------------------------------ faults
+    def crash(self, node: SimNode) -> None:
+        node.replica = None
+        node.incarnation += 1
+
+    def plan_faults(self) -> None:
+        f = self.faults
+        if f.partitions:
+            t = 0.5
+            while t < f.gst:
+                self.schedule(t, ("partition", None, 0, None))
+                t += self.rng.uniform(1.0, 4.0)
+            self.schedule(f.gst, ("heal", None, 0, None))
+        for _ in range(f.crashes):
+            node = self.rng.choice(self.nodes)
+            at = self.rng.uniform(0.5, max(0.6, f.gst - 1.0))
+            self.schedule(at, ("crash", node, 0, None))
+            self.schedule(min(f.gst, at + self.rng.uniform(0.5, 4.0)), ("restart", node, 0, None))
+
+    # ------------------------------------------------------------------------------ main loop
+    def honest_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.id in self.honest]
+
+    def run(self) -> dict:
+        self.plan_faults()
+        deadline = self.faults.gst + self.liveness_bound
+        while self._queue:
+            at, _, item = heapq.heappop(self._queue)
+            if at > deadline:
+                break
+            self.now = at
+            if self.target_round is None and self.now >= self.faults.gst:
+                self.target_round = max(len(n.store.chain) for n in self.honest_nodes()) + self.rounds_after_gst
+            kind, node, incarnation, data = item
+            self.steps += 1
+            self._dispatch(kind, node, incarnation, data)
+            if self.target_round is not None and all(
+                    n.replica is not None and len(n.store.chain) >= self.target_round for n in self.honest_nodes()):
+                return self._result(live=True)
+        return self._result(live=False)
+
+    def _dispatch(self, kind, node, incarnation, data) -> None:
+        if kind == "partition":
+            ids = list(self.members)
+            self.rng.shuffle(ids)
+            cut = self.rng.randint(1, len(ids) - 1)
+            self.partition = [set(ids[:cut]), set(ids[cut:])] if self.rng.random() < 0.7 else None
+            return
+        if kind == "heal":
+            self.partition = None
+            return
+        if kind == "crash":
+            if node.replica is not None:
+                self.crash(node)
+            return
+        if kind == "restart":
+            if node.replica is None:
+                self._start(node)
+            return
+        if node.replica is None or incarnation != node.incarnation:
+            return
+        if kind == "msg":
+            self.feed(node, Received(data))
+        elif kind == "tick":
+            if data is None or data == node.wake_token:
+                self.feed(node, Tick())
+        elif kind == "payloads":
+            if data == len(node.store.chain) + 1:
+                self.feed(node, PayloadsReady(data))
+        elif kind == "build":
+            self._answer_build(node, data)
+        elif kind == "validate":
+            entry = data.entry
+            ok = entry_is_valid(entry)
+            self.feed(node, ValidationResult(data.term, data.round, entry.digest(), ok))
+
+    def _result(self, live: bool) -> dict:
+        return {"live": live, "time": self.now, "steps": self.steps, "messages": self.messages,
+                "rounds": min(len(n.store.chain) for n in self.honest_nodes()), "target": self.target_round}
