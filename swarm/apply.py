@@ -21,7 +21,6 @@ from swarm.state import ReplicatedState
 from swarm.training.server_optimizer import apply_update
 
 FALLBACK_RULE = "median"
-WEIGHTED_RULES = {"weighted_median", "weighted_trimmed_mean", "krum", "multi_krum"}
 
 
 class InvalidEntry(ValueError):
@@ -36,7 +35,8 @@ class Protocol:
     rule: str
     options: dict[str, Any] = field(default_factory=dict)
     nnm: bool = False
-    reputation_floor: float = 0.3
+    reputation_weighted: bool = True
+    reputation_floor: float = 0.6
     server_lr: float = 1.0
     momentum: float = 0.0
 
@@ -67,10 +67,12 @@ def apply(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol,
 
     params, momentum = apply_update(state.params, result.vector, protocol.server_lr, protocol.momentum,
                                     state.momentum)
+    geometry = {g.sender: _distance_and_cosine(g.vector, result.vector) for g in ordered}
     observation = reputation.RoundObservation(
         included=frozenset(g.sender for g in ordered),
         aggregated=frozenset(aggregated),
-        distances={g.sender: _distance(g.vector, result.vector) for g in ordered},
+        distances={g.sender: geometry[g.sender][0] for g in ordered},
+        cosines={g.sender: geometry[g.sender][1] for g in ordered},
         certificate_signers=certificate_signers,
         convicted=convicted,
     )
@@ -98,19 +100,22 @@ def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None
 
 def _aggregate(protocol: Protocol, stack: torch.Tensor, weights: torch.Tensor):
     rule = protocol.rule
-    options = dict(protocol.options)
-    if protocol.nnm:
-        options["nnm"] = True
+    weights = weights if protocol.reputation_weighted else None
     try:
-        return rule, aggregate(rule, stack, protocol.f, weights=weights if rule in WEIGHTED_RULES else None,
-                               **options)
+        return rule, aggregate(rule, stack, protocol.f, weights=weights, nnm=protocol.nnm, **protocol.options)
     except ValueError:
-        # The rule's precondition fails for this many gradients: every node falls back the same way.
+        # The rule's precondition fails for this many gradients (Krum with n < 2f+3, say): every node falls back
+        # the same way, since the inputs are the same committed ones.
         f = min(protocol.f, (stack.shape[0] - 1) // 2)
-        return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f)
+        return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f, weights=weights)
 
 
-def _distance(vector: torch.Tensor, aggregate_vector: torch.Tensor) -> float:
-    """Euclidean distance in float64 with numpy's pairwise sum: single-threaded, so the same bits everywhere."""
-    diff = vector.to(torch.float64).numpy() - aggregate_vector.to(torch.float64).numpy()
-    return float(np.sqrt(np.sum(diff * diff)))
+def _distance_and_cosine(vector: torch.Tensor, aggregate_vector: torch.Tensor) -> tuple[float, float]:
+    """Euclidean distance and cosine in float64 with numpy's pairwise sums (single-threaded: the same bits on
+    every machine)."""
+    a = vector.to(torch.float64).numpy()
+    b = aggregate_vector.to(torch.float64).numpy()
+    diff = a - b
+    norms = float(np.sqrt(np.sum(a * a))) * float(np.sqrt(np.sum(b * b)))
+    cosine = float(np.sum(a * b)) / norms if norms > 0.0 else 0.0
+    return float(np.sqrt(np.sum(diff * diff))), cosine

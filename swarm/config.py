@@ -18,8 +18,8 @@ from swarm.config_schema import ConfigError, build
 
 DATASETS = ("mnist5k", "digits", "synthetic")
 MODELS = ("mlp", "cnn")
-RULES = ("mean", "krum", "multi_krum", "median", "trimmed_mean", "bulyan", "centered_clipping",
-         "weighted_median", "weighted_trimmed_mean")
+RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "centered_clipping")
+WEIGHTABLE_RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean")
 COMPRESSIONS = ("none", "fp16", "int8", "topk", "topk_int8")
 
 
@@ -104,6 +104,7 @@ class ModelSpec:
 @dataclass
 class AggregationSpec:
     rule: str = field(default="median", metadata={"choices": RULES})
+    reputation_weighted: bool = True    # weight rows by committed reputation, for the rules that take weights
     nnm: bool = False
     reputation_floor: float = field(default=0.6, metadata={"min": 0.0, "max": 1.0})
     options: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +193,11 @@ def validate_genesis(genesis: Genesis, source: str) -> None:
         raise ConfigError(source, "swarm_id", "expected a non-empty string of at most 64 bytes")
     if not genesis.members:
         raise ConfigError(source, "members", "a swarm needs at least one member")
+    aggregation = genesis.aggregation
+    if aggregation.reputation_weighted and aggregation.rule not in WEIGHTABLE_RULES:
+        raise ConfigError(source, "aggregation.reputation_weighted",
+                          f"rule {aggregation.rule} takes no weights; set it to false or use one of "
+                          f"{', '.join(WEIGHTABLE_RULES)}")
     seen_ids, seen_names = set(), set()
     for i, member in enumerate(genesis.members):
         try:

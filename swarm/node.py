@@ -92,7 +92,8 @@ class Node:
         self.members = set(genesis.peer_ids)
         self.protocol = Protocol(
             f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
-            nnm=genesis.aggregation.nnm, reputation_floor=genesis.aggregation.reputation_floor,
+            nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
+            reputation_floor=genesis.aggregation.reputation_floor,
             server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum)
         self.store = Store(config.data_dir)
         self.trainer = build_trainer(config, genesis, self.id)
