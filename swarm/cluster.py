@@ -89,7 +89,10 @@ def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
     else:
         genesis = Genesis(swarm_id=options.swarm_id, members=members)
         genesis.aggregation.rule = options.rule
-        genesis.model.name = options.model
+        if ":" in options.model:
+            genesis.model.custom = options.model  # a user's "module:function"
+        else:
+            genesis.model.name = options.model
         write_yaml(genesis_path, genesis_to_dict(genesis))
     specs = []
     for i, (name, key) in enumerate(zip(names, keys)):

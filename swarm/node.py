@@ -277,9 +277,10 @@ class Node:
     # ------------------------------------------------------------------------------------------- inbound
     async def _on_control(self, peer: str, data: bytes) -> None:
         now = time.monotonic()
-        if self.scores.is_banned(peer, now):
-            return
         self.metrics.bytes_in += len(data)
+        if self.scores.is_banned(peer, now):
+            self.metrics.rejected["banned"] += 1
+            return
         try:
             envelope = open_envelope(data, self.genesis.swarm_id, 4 << 20)
             if envelope.sender != peer:
@@ -293,9 +294,10 @@ class Node:
 
     async def _on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
         now = time.monotonic()
-        if self.scores.is_banned(peer, now):
-            return
         self.metrics.bytes_in += len(data)
+        if self.scores.is_banned(peer, now):
+            self.metrics.rejected["banned"] += 1
+            return
         try:
             round_ = decode_envelope(data, self.config.transport.max_payload_bytes).round
         except DecodeError as exc:
