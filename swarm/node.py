@@ -635,8 +635,12 @@ class Node:
         self.metrics.rounds_committed += 1
         self.metrics.round_seconds.append(now - self._round_started)
         seen = self._preprepare_seen.pop((committed.cert.term, entry.round), None)
+        for key in [k for k in self._preprepare_seen if k[1] <= entry.round]:
+            del self._preprepare_seen[key]  # proposals of earlier terms that never committed
+        commit_ms = ""
         if seen is not None:
             self.metrics.commit_seconds.append(now - seen)
+            commit_ms = f" commit_ms={1000 * (now - seen):.2f}"
         if entry.round % self.config.consensus.snapshot_every == 0:
             self.store.save_snapshot(self.state.round, self.state.hash, self.state.serialize())
         loop = asyncio.get_running_loop()
@@ -648,9 +652,9 @@ class Node:
                              [self.genesis.name_of(p) for p in (applied.quarantined if applied else ())],
                              time.time())
         self.history.append(record)
-        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s", entry.round,
+        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s%s", entry.round,
                  committed.cert.term, self.genesis.name_of(self.core.leader) if self.core.leader else "-",
-                 loss, accuracy, entry.state_hash.hex()[:12])
+                 loss, accuracy, entry.state_hash.hex()[:12], commit_ms)
         if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
             log.info("reached max_rounds=%d", self.config.max_rounds)
         if self.state.round >= self.core.committed_round:
