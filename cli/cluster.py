@@ -26,6 +26,11 @@ def add_parser(subparsers) -> None:
         sub.add_argument("--compression", default="fp16")
         sub.add_argument("--attack", action="append", default=[], metavar="NODE:PROFILE",
                          help="make NODE Byzantine with an attack profile, e.g. node3:sign_flip (repeatable)")
+        sub.add_argument("--hosts", help="comma-separated listen IPv4 address per node (containers); "
+                                         "default 127.0.0.1 for all")
+        sub.add_argument("--api-host", default="127.0.0.1",
+                         help="API bind address; beyond loopback a token is written to DIR/api.token")
+        sub.add_argument("--data-root", help="absolute folder for the nodes' data dirs (default DIR/data)")
         if name == "up":
             sub.add_argument("--rounds", type=int, help="exit after this many committed rounds")
             sub.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -45,9 +50,15 @@ def _options(args) -> ClusterOptions:
         if not sep or not profile:
             raise UserFacingError(f"--attack expects NODE:PROFILE, got {item!r}")
         attacks[node] = profile
+    hosts = [h.strip() for h in args.hosts.split(",")] if args.hosts else None
+    if hosts is not None and len(hosts) != args.nodes:
+        raise UserFacingError(f"--hosts names {len(hosts)} addresses for {args.nodes} nodes")
+    if args.data_root and not args.data_root.startswith("/"):
+        raise UserFacingError("--data-root must be an absolute path")
     return ClusterOptions(nodes=args.nodes, base_port=args.base_port, attacks=attacks, rule=args.rule,
                           dataset=args.dataset, compression=args.compression,
-                          max_rounds=getattr(args, "rounds", None))
+                          max_rounds=getattr(args, "rounds", None), hosts=hosts, api_host=args.api_host,
+                          data_root=args.data_root)
 
 
 def run_init(args) -> int:

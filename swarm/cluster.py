@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from crypto.keys import NodeKey, load_key, save_key
 from swarm.config import Genesis, Member, genesis_to_dict, load_genesis, write_yaml
 
 PIDS_FILE = "cluster.pids"
+TOKEN_FILE = "api.token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -35,14 +38,17 @@ class NodeSpec:
     api_port: int
     config_path: Path
     data_dir: Path
+    host: str = "127.0.0.1"          # the IPv4 address this node listens on (and peers dial)
+    api_host: str = "127.0.0.1"      # where its API binds; 0.0.0.0 means every address of the node
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        host = self.host if self.api_host == "0.0.0.0" else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.listen_port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.host}/tcp/{self.listen_port}/p2p/{self.peer_id}"
 
 
 @dataclass
@@ -60,6 +66,9 @@ class ClusterOptions:
     compression: str = "fp16"
     max_rounds: int | None = None
     node_overrides: dict[str, Any] = field(default_factory=dict)  # extra keys merged into every node config
+    hosts: list[str] | None = None      # listen IPv4 address per node (containers, namespaces); default loopback
+    api_host: str = "127.0.0.1"         # API bind address; beyond loopback a bearer token is generated once
+    data_root: str | None = None        # absolute folder holding each node's data dir (a per-node volume)
 
 
 def free_port() -> int:
@@ -94,25 +103,44 @@ def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
         else:
             genesis.model.name = options.model
         write_yaml(genesis_path, genesis_to_dict(genesis))
+    hosts = options.hosts or ["127.0.0.1"] * options.nodes
+    if len(hosts) != options.nodes:
+        raise ValueError(f"{len(hosts)} hosts given for {options.nodes} nodes")
+    token = api_token(folder) if options.api_host not in LOOPBACK else None
     specs = []
     for i, (name, key) in enumerate(zip(names, keys)):
         listen = options.base_port + i if options.base_port else free_port()
         api = options.base_port + 100 + i if options.base_port else free_port()
-        specs.append(NodeSpec(i, name, key.peer_id, listen, api, folder / f"{name}.yaml", folder / "data" / name))
+        data = Path(options.data_root) / name if options.data_root else folder / "data" / name
+        specs.append(NodeSpec(i, name, key.peer_id, listen, api, folder / f"{name}.yaml", data,
+                              hosts[i], options.api_host))
     for spec in specs:
-        write_yaml(spec.config_path, node_config(spec, specs, options))
+        write_yaml(spec.config_path, node_config(spec, specs, options, token))
+        if token:
+            spec.config_path.chmod(0o600)  # it holds the API token
     return specs
 
 
-def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions) -> dict[str, Any]:
+def api_token(folder: Path) -> str:
+    """The cluster's API bearer token: created once (mode 0600) and reused, so restarts keep it."""
+    path = folder / TOKEN_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions,
+                token: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "name": spec.name,
         "identity": f"keys/{spec.name}.pem",
         "genesis": "genesis.yaml",
-        "listen": f"/ip4/127.0.0.1/tcp/{spec.listen_port}",
+        "listen": f"/ip4/{spec.host}/tcp/{spec.listen_port}",
         "bootstrap": [other.multiaddr for other in specs if other is not spec],
-        "data_dir": f"data/{spec.name}",
-        "api": {"host": "127.0.0.1", "port": spec.api_port},
+        "data_dir": str(spec.data_dir) if options.data_root else f"data/{spec.name}",
+        "api": {"host": spec.api_host, "port": spec.api_port, **({"token": token} if token else {})},
         "dataset": {"name": options.dataset},
         "training": {"local_steps": options.local_steps, "lr": options.lr, "batch_size": options.batch_size},
         "compression": {"scheme": options.compression},
@@ -185,9 +213,10 @@ class Cluster:
         return next(s for s in self.specs if s.name == name)
 
 
-def get_json(url: str, timeout: float = 2.0) -> Any | None:
+def get_json(url: str, timeout: float = 2.0, token: str | None = None) -> Any | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
