@@ -1,17 +1,23 @@
-"""The node's read-only HTTP API (aiohttp): status, peers and the commit log as JSON.
+"""The node's read-only HTTP API (aiohttp): status, peers, the commit log and round history as JSON, Prometheus
+metrics, and the web dashboard.
 
 Bound to 127.0.0.1 by default; when configured to bind elsewhere the config requires a bearer token, checked on
-every request. Handlers only read the node's in-memory views and the store: they never change state.
+every data request (the dashboard's static files hold no data, so a browser can load them and then send the token
+it is given). Handlers only read the node's in-memory views and the store: they never change state.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from swarm import reputation
+from swarm.metrics import CONTENT_TYPE, render_node_metrics
 
 if TYPE_CHECKING:
     from swarm.node import Node
@@ -21,10 +27,20 @@ def build_app(node: "Node", token: str | None = None) -> web.Application:
     middlewares = [_token_middleware(token)] if token else []
     app = web.Application(middlewares=middlewares)
     app["node"] = node
+    app["reputation_samples"] = ReputationSamples(node)
+    app.cleanup_ctx.append(_sample_reputation)
     app.router.add_get("/status", status)
     app.router.add_get("/peers", peers)
     app.router.add_get("/log", commit_log)
+    app.router.add_get("/history", round_history)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", dashboard_index)
+    app.router.add_static("/dashboard/", DASHBOARD_DIR, show_index=False)
     return app
+
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+PUBLIC_PREFIXES = ("/dashboard/",)
 
 
 def _token_middleware(token: str):
@@ -32,6 +48,8 @@ def _token_middleware(token: str):
 
     @web.middleware
     async def check(request: web.Request, handler):
+        if request.path == "/" or request.path.startswith(PUBLIC_PREFIXES):
+            return await handler(request)  # static files only: no node data without the token
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             raise web.HTTPUnauthorized(text="missing or wrong bearer token")
@@ -140,6 +158,79 @@ async def commit_log(request: web.Request) -> web.Response:
     if start < 1 or not 1 <= limit <= 10_000:
         raise web.HTTPBadRequest(text="from must be >= 1 and limit in 1..10000")
     return web.json_response(log_view(request.app["node"], start, limit))
+
+
+class ReputationSamples:
+    """Committed reputation per member at each round the API observed, for the dashboard's reputation curves.
+
+    The node keeps per-round loss and accuracy but not the table, so the API samples ``node.state`` as rounds commit
+    (every SAMPLE_INTERVAL_S); a round that commits and is superseded between two samples is skipped.
+    """
+
+    SAMPLE_INTERVAL_S = 0.2
+
+    def __init__(self, node: "Node", keep: int = 10_000):
+        self.node = node
+        self.by_round: dict[int, dict[str, float]] = {}
+        self._order: deque[int] = deque()
+        self._keep = keep
+
+    def sample(self) -> None:
+        state = self.node.state
+        if state.round == 0 or state.round in self.by_round:
+            return
+        names = self.node.genesis.name_of
+        self.by_round[state.round] = {names(peer): round(reputation.score(rep), 6) for peer, rep in state.reputation}
+        self._order.append(state.round)
+        while len(self._order) > self._keep:
+            self.by_round.pop(self._order.popleft(), None)
+
+
+async def _sample_reputation(app: web.Application):
+    samples: ReputationSamples = app["reputation_samples"]
+
+    async def loop():
+        while True:
+            samples.sample()
+            await asyncio.sleep(samples.SAMPLE_INTERVAL_S)
+    task = asyncio.create_task(loop(), name="api-reputation-samples")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def history_view(node: "Node", samples: ReputationSamples, limit: int) -> list[dict]:
+    """One row per committed round the node remembers: loss, accuracy, leader, and the sampled reputation table."""
+    samples.sample()
+    rows = []
+    for record in list(node.history)[-limit:]:
+        rows.append({
+            "round": record.round, "term": record.term, "loss": record.loss, "accuracy": record.accuracy,
+            "leader": node.genesis.name_of(record.leader) if record.leader else None,
+            "quarantined": record.quarantined, "committed_at": record.committed_at,
+            "reputation": samples.by_round.get(record.round),
+        })
+    return rows
+
+
+async def round_history(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be an integer") from None
+    if not 1 <= limit <= 10_000:
+        raise web.HTTPBadRequest(text="limit must be in 1..10000")
+    app = request.app
+    return web.json_response(history_view(app["node"], app["reputation_samples"], limit))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = render_node_metrics(request.app["node"])
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def dashboard_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(DASHBOARD_DIR / "index.html")
 
 
 async def start_api(node: "Node", host: str, port: int, token: str | None) -> tuple[web.AppRunner, int]:

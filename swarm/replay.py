@@ -1,0 +1,115 @@
+"""Rebuilding the replicated state from the genesis and committed entries, outside a running node.
+
+The node replays its store on restart and the offline auditor (`swarm verify`) replays someone else's; both must
+derive every input of `apply` the same way, from the genesis, the entry and the previous committed row alone, or
+they would disagree on state hashes. This module is that shared derivation: the protocol settings, state_0, the
+checks on the commit certificates an entry carries (which feed consensus reputation) and committed evidence.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from consensus.messages import evidence_from_plain, signing_bytes
+from crypto import wire
+from crypto.keys import verify_by_peer_id
+from crypto.wire import DecodeError
+from swarm import compression
+from swarm.apply import InvalidEntry, Protocol
+from swarm.config import Genesis, NodeConfig, genesis_to_dict
+from swarm.gradient import Gradient, verify_gradient
+from swarm.local_training import build_trainer
+from swarm.state import ReplicatedState, genesis_state
+
+
+def genesis_hash(genesis: Genesis) -> bytes:
+    """The parent of state_0: binds every replicated setting of the genesis."""
+    return hashlib.sha256(b"swarm/genesis/v1\0" + wire.dumps(genesis_to_dict(genesis))).digest()
+
+
+def protocol_of(genesis: Genesis) -> Protocol:
+    """The replicated aggregation settings a genesis fixes for every node."""
+    return Protocol(
+        f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
+        nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
+        reputation_floor=genesis.aggregation.reputation_floor,
+        server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum)
+
+
+def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:
+    """state_0: the model's seeded initial parameters (equal on every node) with a fresh reputation table."""
+    trainer = build_trainer(config, genesis, genesis.peer_ids[0])
+    return genesis_state(trainer.initial_parameters(), genesis.peer_ids, genesis_hash(genesis))
+
+
+def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes) -> tuple[set[str], list[str]]:
+    """(members whose commit signature over (round, digest) verifies, one line per signature that does not)."""
+    members = set(genesis.peer_ids)
+    valid: set[str] = set()
+    problems: list[str] = []
+    term = cert.get("term") if isinstance(cert, dict) else None
+    sigs = cert.get("sigs") if isinstance(cert, dict) else None
+    if not isinstance(term, int) or not isinstance(sigs, list):
+        return valid, ["certificate is malformed"]
+    for item in sigs:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], bytes)):
+            problems.append("certificate holds a malformed signature")
+            continue
+        signer, sig = item
+        if signer not in members:
+            problems.append(f"signer {signer[:16]} is not a genesis member")
+        elif not verify_by_peer_id(signer, signing_bytes(genesis.swarm_id, "commit", term, round_, digest, signer), sig):
+            problems.append(f"signature of {genesis.name_of(signer)} does not verify")
+        else:
+            valid.add(signer)
+    return valid, problems
+
+
+def previous_certificate_signers(genesis: Genesis, cert: Any, previous_round: int,
+                                 previous_digest: bytes | None) -> frozenset[str]:
+    """The signers of the previous round's certificate an entry carries; raises InvalidEntry when it is forged."""
+    if (previous_digest is None or not isinstance(cert, dict) or cert.get("round") != previous_round
+            or cert.get("digest") != previous_digest):
+        raise InvalidEntry("prev_cert does not certify the previous round")
+    valid, problems = valid_commit_signers(genesis, cert, previous_round, previous_digest)
+    if problems:
+        raise InvalidEntry(f"prev_cert carries an invalid signature ({problems[0]})")
+    if len(valid) < genesis.quorum:
+        raise InvalidEntry("prev_cert is not a quorum")
+    return frozenset(valid)
+
+
+def convicted_leader(genesis: Genesis, item: Any) -> str:
+    """The member that committed evidence proves equivocated; raises InvalidEntry when it proves nothing."""
+    try:
+        evidence = evidence_from_plain(item)
+    except DecodeError as exc:
+        raise InvalidEntry(f"malformed evidence: {exc}") from None
+    ok = evidence.leader in genesis.peer_ids and evidence.digest_a != evidence.digest_b and all(
+        verify_by_peer_id(evidence.leader, signing_bytes(genesis.swarm_id, "preprepare", evidence.term,
+                                                         evidence.round, digest, evidence.leader), sig)
+        for digest, sig in ((evidence.digest_a, evidence.sig_a), (evidence.digest_b, evidence.sig_b)))
+    if not ok:
+        raise InvalidEntry("evidence does not prove equivocation")
+    return evidence.leader
+
+
+def entry_extras(genesis: Genesis, params: dict, round_: int,
+                 previous_digest: bytes | None) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(certificate signers, convicted members) an entry's params prove, as `apply` takes them."""
+    unknown = set(params) - {"prev_cert", "evidence"}
+    if unknown:
+        raise InvalidEntry(f"unknown entry params {sorted(unknown)}")
+    signers = None
+    if "prev_cert" in params:
+        signers = previous_certificate_signers(genesis, params["prev_cert"], round_ - 1, previous_digest)
+    convicted = frozenset(convicted_leader(genesis, item) for item in params.get("evidence", []))
+    return signers, convicted
+
+
+def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes) -> Gradient:
+    """A stored envelope checked as a receiver checks it (signature, member, round, parent, decodable, finite)."""
+    return verify_gradient(raw, swarm_id=genesis.swarm_id, members=set(genesis.peer_ids), max_size=max_size,
+                           round=round_, parent=parent,
+                           decode_payload=lambda payload: compression.decode(payload, dim, max_size))
