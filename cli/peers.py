@@ -23,17 +23,20 @@ def run(args) -> int:
 
 
 def render_peers(rows: list[dict]) -> Table:
-    table = Table(title="members")
-    for column in ("name", "peer id", "reputation", "quality", "particip.", "consensus", "included",
-                   "local score", "rejected", "connected", "state"):
-        table.add_column(column, justify="right" if column not in ("name", "peer id", "state") else "left")
+    table = Table(title="members", caption_justify="left")
+    table.add_column("name")
+    table.add_column("peer id")
+    table.add_column("reputation", justify="right")
+    table.add_column("q / p / c", justify="right")
+    for column in ("included", "local score", "rejected", "up", "state"):
+        table.add_column(column, justify="left" if column == "state" else "right")
     for row in rows:
         state = "[red]banned[/]" if row["banned"] else "[yellow]quarantined[/]" if row["quarantined"] else "[green]ok[/]"
-        if row.get("why"):
-            state += f" ({row['why']})"
         table.add_row(
-            row["name"] + (" (self)" if row["self"] else ""), row["peer_id"][:16], f"{row['reputation']:.3f}",
-            f"{row['quality']:.3f}", f"{row['participation']:.3f}", f"{row['consensus']:.3f}",
+            row["name"] + (" (self)" if row["self"] else ""), row["peer_id"][:12], f"{row['reputation']:.3f}",
+            f"{row['quality']:.2f} / {row['participation']:.2f} / {row['consensus']:.2f}",
             str(row["rounds_included"]), f"{row['local_score']:.2f}", str(row["rejected"]),
             "yes" if row["connected"] else "[red]no[/]", state)
+    whys = [f"{row['name']}: {row['why']}" for row in rows if row.get("why")]
+    table.caption = "q / p / c: quality, participation, consensus" + "".join(f"\n{why}" for why in whys)
     return table
