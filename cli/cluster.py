@@ -141,8 +141,8 @@ def _print_new_rounds(console: Console, specs, shown: int) -> int:
 def _round_line(row: dict) -> str:
     metrics = "" if row.get("accuracy") is None else f"loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
     quarantined = f"  quarantined {','.join(row['quarantined'])}" if row.get("quarantined") else ""
-    leader = row.get("leader")
-    return (f"round {row['round']:4d}  term {row['certificate_term']:3d}  {metrics}"
+    leader = f"leader {row['leader']}  " if row.get("leader") else ""
+    return (f"round {row['round']:4d}  term {row['certificate_term']:3d}  {leader}{metrics}"
             f"state {row['state_hash'][:12]}  signers {len(row['certificate_signers'])}  "
             f"aggregated {','.join(row.get('aggregated') or row['included'])}{quarantined}")
 

@@ -49,8 +49,27 @@ class Applied:
     quarantined: tuple[str, ...]  # senders left out for low reputation
 
 
+@dataclass(frozen=True)
+class Aggregated:
+    """The costly, entry-independent part of a round: a function of the parent state and the gradients only, so a
+    node can compute it as soon as it holds the gradients, before any proposal names them."""
+    parent_hash: bytes
+    params: torch.Tensor
+    momentum: torch.Tensor
+    rule_used: str
+    included: tuple[str, ...]
+    aggregated: tuple[str, ...]
+    quarantined: tuple[str, ...]
+    geometry: dict[str, tuple[float, float]]   # sender -> (distance, cosine) to the aggregate
+
+
 def apply(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol,
           certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset()) -> Applied:
+    """The whole transition: ``finish(state, aggregate_round(state, gradients, protocol), ...)``."""
+    return finish(state, aggregate_round(state, gradients, protocol), certificate_signers, convicted)
+
+
+def aggregate_round(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol) -> Aggregated:
     round_ = state.round + 1
     ordered = sorted(gradients, key=lambda g: g.sender)
     _check(state, ordered, round_)
@@ -63,22 +82,30 @@ def apply(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol,
     stack = torch.stack([g.vector.to(torch.float32) for g in active])
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     rule, result = _aggregate(protocol, stack, weights)
-    aggregated = tuple(active[i].sender for i in result.selected)
-
     params, momentum = apply_update(state.params, result.vector, protocol.server_lr, protocol.momentum,
                                     state.momentum)
-    geometry = {g.sender: _distance_and_cosine(g.vector, result.vector) for g in ordered}
+    return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
+                      tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
+                      {g.sender: _distance_and_cosine(g.vector, result.vector) for g in ordered})
+
+
+def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: frozenset[str] | None = None,
+           convicted: frozenset[str] = frozenset()) -> Applied:
+    """The cheap, entry-dependent part: reputation from the round's geometry, the certificate signers and the
+    evidence the entry carries, then the new state."""
+    if aggregated.parent_hash != state.hash:
+        raise InvalidEntry("aggregate computed on another state")
     observation = reputation.RoundObservation(
-        included=frozenset(g.sender for g in ordered),
-        aggregated=frozenset(aggregated),
-        distances={g.sender: geometry[g.sender][0] for g in ordered},
-        cosines={g.sender: geometry[g.sender][1] for g in ordered},
+        included=frozenset(aggregated.included),
+        aggregated=frozenset(aggregated.aggregated),
+        distances={sender: geo[0] for sender, geo in aggregated.geometry.items()},
+        cosines={sender: geo[1] for sender, geo in aggregated.geometry.items()},
         certificate_signers=certificate_signers,
         convicted=convicted,
     )
-    new_state = ReplicatedState(round_, params, momentum, reputation.update(state.reputation, observation),
-                                state.hash)
-    return Applied(new_state, rule, aggregated, tuple(g.sender for g in quarantined))
+    new_state = ReplicatedState(state.round + 1, aggregated.params, aggregated.momentum,
+                                reputation.update(state.reputation, observation), state.hash)
+    return Applied(new_state, aggregated.rule_used, aggregated.aggregated, aggregated.quarantined)
 
 
 def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None:

@@ -8,7 +8,6 @@ heartbeats. Local training runs in another thread and only ever produces this no
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -22,23 +21,22 @@ import torch
 from consensus.actions import (Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send,
                                ValidateProposal, WakeAt)
 from consensus.events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, committed_to_plain, evidence_to_plain,
-                                signing_bytes)
+from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, evidence_to_plain)
 from consensus.replica import Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
-from crypto import wire
-from crypto.envelope import MessageType, decode as decode_envelope, open_envelope
-from crypto.keys import NodeKey, verify_by_peer_id
+from crypto.envelope import decode as decode_envelope, open_envelope
+from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 from swarm import compression
-from swarm.apply import Applied, InvalidEntry, Protocol, apply
+from swarm.apply import Applied, InvalidEntry, aggregate_round, apply, finish
 from swarm.adversary import Adversary
-from swarm.config import Genesis, NodeConfig, genesis_to_dict
+from swarm.config import Genesis, NodeConfig
 from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
                                   persisted_state)
-from swarm.gradient import Gradient, digest_of, make_gradient, verify_gradient
+from swarm.gradient import Gradient, digest_of, make_gradient
 from swarm.gradient_pool import GradientPool
 from swarm.peer_scores import PeerScores
+from swarm.replay import entry_extras, genesis_hash, open_gradient, protocol_of
 from swarm.state import ReplicatedState, genesis_state
 from swarm.store import ChainRow, Store
 from swarm.local_training import build_trainer
@@ -50,9 +48,10 @@ FETCH_TIMEOUT_S = 5.0
 READY_GRACE_S = 0.25
 
 
-def genesis_hash(genesis: Genesis) -> bytes:
-    """The parent of state_0: binds every replicated setting of the genesis."""
-    return hashlib.sha256(b"swarm/genesis/v1\0" + wire.dumps(genesis_to_dict(genesis))).digest()
+def _finish_and_hash(state, aggregated, signers, convicted) -> Applied:
+    applied = finish(state, aggregated, signers, convicted)
+    applied.state.hash  # serialize and hash off the event loop
+    return applied
 
 
 @dataclass
@@ -62,7 +61,7 @@ class RoundRecord:
     term: int
     leader: str | None
     state_hash: bytes
-    loss: float | None
+    loss: float | None        # filled in when the evaluation of this round's state finishes
     accuracy: float | None
     rule: str
     included: list[str]
@@ -90,11 +89,7 @@ class Node:
         self.id = key.peer_id
         self.name = config.name or genesis.name_of(self.id)
         self.members = set(genesis.peer_ids)
-        self.protocol = Protocol(
-            f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
-            nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
-            reputation_floor=genesis.aggregation.reputation_floor,
-            server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum)
+        self.protocol = protocol_of(genesis)
         self.store = Store(config.data_dir)
         self.trainer = build_trainer(config, genesis, self.id)
         self.compressor = compression.Compressor(config.compression.scheme, k=config.compression.ratio,
@@ -115,6 +110,8 @@ class Node:
         self.started = time.time()
         self.last_eval: tuple[float, float] | None = None
         self._applied_cache: dict[bytes, Applied] = {}
+        self._aggregates: dict[tuple[bytes, tuple[bytes, ...]], asyncio.Future] = {}
+        self._fetched: dict[bytes, Gradient] = {}  # payloads fetched by digest for the pending round
         self._ready_sent = 0
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
@@ -341,11 +338,7 @@ class Node:
         return self.store.gradient(digest)
 
     def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None) -> Gradient:
-        return verify_gradient(
-            raw, swarm_id=self.genesis.swarm_id, members=self.members,
-            max_size=self.config.transport.max_payload_bytes, round=round_, parent=parent,
-            decode_payload=lambda payload: compression.decode(payload, self.dim,
-                                                              self.config.transport.max_payload_bytes))
+        return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent)
 
     def _reject(self, peer: str, reason: str, detail: str) -> None:
         self.metrics.rejected[reason] += 1
@@ -404,6 +397,7 @@ class Node:
             return
         count = self.pool.count(round_)
         if count >= self.genesis.n:
+            self._speculate(round_)
             self._signal_ready(round_)
         elif count >= self.genesis.quorum and self._ready_timer is None:
             self._ready_timer = asyncio.get_running_loop().call_later(READY_GRACE_S, self._signal_ready, round_)
@@ -413,6 +407,8 @@ class Node:
         if round_ != self.state.round + 1 or self._ready_sent >= round_:
             return
         self._ready_sent = round_
+        if self.pool.count(round_) < self.genesis.n:
+            self._speculate(round_)
         self._step(PayloadsReady(round_))
 
     def _cancel_ready_timer(self) -> None:
@@ -468,50 +464,35 @@ class Node:
 
     def _entry_extras(self, params: dict, round_: int) -> tuple[frozenset[str] | None, frozenset[str]]:
         """(certificate signers, convicted members) an entry's params prove; raises InvalidEntry when forged."""
-        signers = None
-        if "prev_cert" in params:
-            signers = self._check_prev_cert(params["prev_cert"], round_ - 1)
-        convicted = set()
-        for item in params.get("evidence", []):
-            convicted.add(self._check_evidence(item))
-        unknown = set(params) - {"prev_cert", "evidence"}
-        if unknown:
-            raise InvalidEntry(f"unknown entry params {sorted(unknown)}")
-        return signers, frozenset(convicted)
-
-    def _check_prev_cert(self, cert: Any, round_: int) -> frozenset[str]:
-        row = self.store.row(round_)
-        if row is None or not isinstance(cert, dict) or cert.get("round") != row.round or cert.get("digest") != row.digest:
-            raise InvalidEntry("prev_cert does not certify the previous round")
-        signers = set()
-        for signer, sig in cert.get("sigs", []):
-            payload = signing_bytes(self.genesis.swarm_id, "commit", cert["term"], row.round, row.digest, signer)
-            if signer not in self.members or not self.crypto.verify(signer, payload, sig):
-                raise InvalidEntry("prev_cert carries an invalid signature")
-            signers.add(signer)
-        if len(signers) < self.genesis.quorum:
-            raise InvalidEntry("prev_cert is not a quorum")
-        return frozenset(signers)
-
-    def _check_evidence(self, item: Any) -> str:
-        from consensus.messages import evidence_from_plain
-        try:
-            evidence = evidence_from_plain(item)
-        except DecodeError as exc:
-            raise InvalidEntry(f"malformed evidence: {exc}") from None
-        ok = evidence.leader in self.members and evidence.digest_a != evidence.digest_b and all(
-            verify_by_peer_id(evidence.leader, signing_bytes(self.genesis.swarm_id, "preprepare", evidence.term,
-                                                             evidence.round, digest, evidence.leader), sig)
-            for digest, sig in ((evidence.digest_a, evidence.sig_a), (evidence.digest_b, evidence.sig_b)))
-        if not ok:
-            raise InvalidEntry("evidence does not prove equivocation")
-        return evidence.leader
+        previous = self.store.row(round_ - 1)
+        return entry_extras(self.genesis, params, round_, previous.digest if previous else None)
 
     async def _apply_in_thread(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
         signers, convicted = self._entry_extras(params, state.round + 1)
+        aggregated = await self._aggregate(state, gradients)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._state_pool, apply, state, gradients, self.protocol, signers,
-                                          convicted)
+        return await loop.run_in_executor(None, _finish_and_hash, state, aggregated, signers, convicted)
+
+    def _aggregate(self, state: ReplicatedState, gradients: list[Gradient]) -> asyncio.Future:
+        """The round's aggregation for this exact set of gradients, computed once (and possibly ahead of the
+        proposal, see _speculate) in the state thread."""
+        key = (state.hash, tuple(sorted(g.digest for g in gradients)))
+        future = self._aggregates.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.protocol)
+            self._aggregates[key] = future
+        return asyncio.shield(future)
+
+    def _speculate(self, round_: int) -> None:
+        """Start aggregating the gradients we hold now: a leader proposes the same set in the common case, so
+        validating its proposal then costs only the cheap reputation step."""
+        if round_ != self.state.round + 1:
+            return
+        gradients = self.pool.for_round(round_)
+        if len(gradients) >= self.genesis.quorum:
+            future = self._aggregate(self.state, gradients)
+            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     async def _validate(self, term: int, round_: int, entry: Entry) -> None:
         ok = False
@@ -548,7 +529,9 @@ class Node:
         raw = stored if stored is not None else await self._fetch(digest)
         if raw is None:
             raise InvalidEntry(f"payload {digest.hex()[:12]} is not available from any peer")
-        return self._verify_gradient(raw, round_, parent)
+        gradient = self._verify_gradient(raw, round_, parent)
+        self._fetched[digest] = gradient  # kept so that adopting the entry stores it
+        return gradient
 
     async def _fetch(self, digest: bytes) -> bytes | None:
         peers = [p for p, info in self.transport.peers().items() if info.connected]
@@ -581,18 +564,19 @@ class Node:
             else:
                 self._adopt(committed, applied)
         self._applied_cache.clear()
+        self._aggregates.clear()
+        self._fetched.clear()
         await self._after_commit(committed, applied)
 
     def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
         entry = committed.entry
-        gradients = [self.pool.by_digest(d) or None for d in entry.gradient_digests]
-        rows = [(g.digest, g.round, g.sender, g.raw) for g in gradients if g is not None]
-        if len(rows) < len(entry.gradient_digests):
-            rows = []
-            for digest in entry.gradient_digests:
-                raw = self.store.gradient(digest) or self._get_payload(digest)
-                if raw is not None:
-                    rows.append((digest, entry.round, self._sender_of(raw), raw))
+        rows = []
+        for digest in entry.gradient_digests:
+            gradient = self.pool.by_digest(digest) or self._fetched.get(digest)
+            if gradient is not None:
+                rows.append((digest, gradient.round, gradient.sender, gradient.raw))
+            elif self.store.gradient(digest) is None:
+                log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         self.store.add_gradients(rows)
         evidence = [e["leader"] for e in entry.params.get("evidence", [])]
         if evidence:
@@ -643,19 +627,29 @@ class Node:
             commit_ms = f" commit_ms={1000 * (now - seen):.2f}"
         if entry.round % self.config.consensus.snapshot_every == 0:
             self.store.save_snapshot(self.state.round, self.state.hash, self.state.serialize())
-        loop = asyncio.get_running_loop()
-        loss, accuracy = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, self.state.params)
-        self.last_eval = (loss, accuracy)
-        record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, loss, accuracy,
+        record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, None, None,
                              applied.rule_used if applied else entry.rule,
                              [self.genesis.name_of(p) for p in (applied.aggregated if applied else ())],
                              [self.genesis.name_of(p) for p in (applied.quarantined if applied else ())],
                              time.time())
         self.history.append(record)
-        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s%s", entry.round,
-                 committed.cert.term, self.genesis.name_of(self.core.leader) if self.core.leader else "-",
-                 loss, accuracy, entry.state_hash.hex()[:12], commit_ms)
+        params = self.state.params
         if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
             log.info("reached max_rounds=%d", self.config.max_rounds)
         if self.state.round >= self.core.committed_round:
-            self._start_round()
+            self._start_round()  # training of the next round first: evaluation is for humans and can wait
+        asyncio.create_task(self._evaluate(record, params, commit_ms))
+
+    async def _evaluate(self, record: RoundRecord, params: torch.Tensor, commit_ms: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # The trainer's model is shared with training: evaluate in the same single thread, after it.
+            record.loss, record.accuracy = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, params)
+        except Exception:
+            log.exception("evaluation of round %d failed", record.round)
+            return
+        if self.history and self.history[-1] is record:
+            self.last_eval = (record.loss, record.accuracy)
+        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s%s", record.round, record.term,
+                 self.genesis.name_of(record.leader) if record.leader else "-", record.loss, record.accuracy,
+                 record.state_hash.hex()[:12], commit_ms)

@@ -4,9 +4,9 @@ Weighted median: sort each coordinate; the first value whose cumulative weight r
 mean of it and the next value when the cumulative weight equals exactly half (so equal weights give the plain
 median). Weighted trimmed mean: drop f values per side by count, weighted mean of the rest.
 
-Both sort with the same sorting network as the unweighted rules (elementwise compare-exchange on whole rows,
-carrying each value's weight along), which is exact and an order of magnitude faster than torch.sort along a
-short first dimension.
+Both avoid torch.sort along a short first dimension (slow, strided): the median ranks each value against the
+others with elementwise comparisons; the trimmed mean sorts with the same sorting network as the unweighted
+rules, carrying each value's weight along. Both are exact.
 """
 from __future__ import annotations
 
@@ -33,24 +33,29 @@ def _sorted_with_weights(block: torch.Tensor, weights: torch.Tensor) -> tuple[li
 
 
 def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rank form, n^2 elementwise steps and no data movement: value v_i (rows ordered by value, then index) is the
+    weighted median where the weight strictly below it is under half the total and, with its own weight, reaches
+    half; when that reaches exactly half, the mean with the next value up."""
     n, d = vectors.shape
     weights = weights.to(torch.float64)
+    total = float(weights.sum())  # the same sum for every column, in row order
     out = torch.empty(d, dtype=torch.float64)
     for start in range(0, d, COLUMNS_PER_STEP):
-        values, carried = _sorted_with_weights(vectors[:, start:start + COLUMNS_PER_STEP], weights)
-        total = carried[0].clone()
-        for k in range(1, n):  # sequential in sorted order, as the cumulative sums below
-            total += carried[k]
-        result = values[n - 1].clone()
-        done = torch.zeros_like(result, dtype=torch.bool)
-        cumulative = torch.zeros_like(result)
-        for k in range(n):
-            cumulative += carried[k]
-            hit = ~done & (2.0 * cumulative >= total)
-            exactly_half = 2.0 * cumulative == total
-            value = torch.where(exactly_half, (values[k] + values[min(k + 1, n - 1)]) * 0.5, values[k])
-            result = torch.where(hit, value, result)
-            done |= hit
+        rows = vectors[:, start:start + COLUMNS_PER_STEP].to(torch.float64).unbind(0)
+        result = torch.zeros_like(rows[0])
+        for i in range(n):
+            below = torch.zeros_like(rows[0])
+            above = torch.full_like(rows[0], float("inf"))  # the next value up in (value, index) order
+            for j in range(n):
+                if j == i:
+                    continue
+                before = rows[j] < rows[i] if j > i else rows[j] <= rows[i]
+                below += torch.where(before, weights[j], 0.0)
+                above = torch.where(before, above, torch.minimum(above, rows[j]))
+            reached = 2.0 * (below + weights[i])
+            chosen = (2.0 * below < total) & (reached >= total)
+            value = torch.where(reached == total, (rows[i] + above) * 0.5, rows[i])
+            result = torch.where(chosen, value, result)
         out[start:start + result.shape[0]] = result
     return out
 
