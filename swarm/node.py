@@ -276,7 +276,7 @@ class Node:
         now = time.monotonic()
         self.metrics.bytes_in += len(data)
         if self.scores.is_banned(peer, now):
-            self.metrics.rejected["banned"] += 1
+            self._drop_banned(peer)
             return
         try:
             envelope = open_envelope(data, self.genesis.swarm_id, 4 << 20)
@@ -293,7 +293,7 @@ class Node:
         now = time.monotonic()
         self.metrics.bytes_in += len(data)
         if self.scores.is_banned(peer, now):
-            self.metrics.rejected["banned"] += 1
+            self._drop_banned(peer)
             return
         try:
             round_ = decode_envelope(data, self.config.transport.max_payload_bytes).round
@@ -339,6 +339,11 @@ class Node:
 
     def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None) -> Gradient:
         return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent)
+
+    def _drop_banned(self, peer: str) -> None:
+        """A banned peer's message is dropped unread: counted, not penalised again."""
+        self.metrics.rejected["banned"] += 1
+        self.scores.get(peer).reasons["banned"] += 1
 
     def _reject(self, peer: str, reason: str, detail: str) -> None:
         self.metrics.rejected[reason] += 1
