@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 NODES  ?= 4
 ROUNDS ?= 30
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install system-deps test test-fast demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: install
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install system-deps
 	$(PY) -m pytest -q -ra
 
 test-fast: install
@@ -26,9 +29,7 @@ demo: install
 	$(VENV)/bin/swarm cluster up --nodes $(NODES) --dir cluster --rounds $(ROUNDS)
 
 bench: install
-	$(PY) -m bench.aggregation
-	$(PY) -m bench.consensus
-	$(PY) -m bench.transport
+	$(PY) -m bench all
 
 clean:
 	rm -rf $(VENV) cluster .pytest_cache
