@@ -26,6 +26,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
+	rm -rf cluster/data cluster/logs
 	$(VENV)/bin/swarm cluster up --nodes $(NODES) --dir cluster --rounds $(ROUNDS)
 
 bench: install
