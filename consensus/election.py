@@ -2,6 +2,7 @@
 re-propose. Kept apart from the replica so each rule is one small function with one test."""
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable
 
 from .messages import PreparedCertificate, Vote
@@ -24,12 +25,25 @@ def term_entered_by_quorum(highest_timeout_by_sender: dict[str, int], term: int,
     return sum(1 for t in highest_timeout_by_sender.values() if t >= term) >= quorum
 
 
+def candidate_rank(term: int, candidate: str, members: Iterable[str]) -> int:
+    """A per-term pseudo-random order of members that every node computes alike (0 stands first).
+
+    Randomized back-off that all honest nodes agree on: the member at rank k stands after k slots, and voters refuse
+    a candidate that stands before its slot. So a faulty node cannot grab votes by always standing first (with
+    first-come voting it could split every election), and in each term a fresh order decides who goes first."""
+    def key(m: str) -> bytes:
+        return hashlib.sha256(f"swarm/candidate-order/{term}/{m}".encode()).digest()
+    order = sorted(members, key=key)
+    return order.index(candidate)
+
+
 def grants_vote(request_term: int, candidate_round: int, my_term: int, voted_term: int, my_round: int,
-                leader_known: bool) -> bool:
-    """Raft's vote rule with the BFT twist that the term must already be ours: one vote per term, only while the
-    term has no leader, and only for a candidate whose committed chain is at least as long as ours."""
+                leader_known: bool, slot_open: bool = True) -> bool:
+    """Raft's vote rule with BFT twists: the term must already be ours (entered by our own timeout or f+1 others'),
+    one vote per term, only while the term has no leader, only once the candidate's slot has opened, and only for a
+    candidate whose committed chain is at least as long as ours."""
     return (request_term == my_term and not leader_known and voted_term < request_term
-            and candidate_round >= my_round)
+            and candidate_round >= my_round and slot_open)
 
 
 def required_reproposals(votes: Iterable[Vote]) -> dict[int, PreparedCertificate]:

@@ -176,8 +176,12 @@ class Replica:
         self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), term)
         if announce:
             self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
-        self.candidacy_at = now + self.timing.candidacy_delay(self.rng) if self.hard.voted_term < term else None
-        self.election_deadline = now + self.timing.election_timeout()
+        self.term_entered_at = now
+        slot = self.timing.candidacy_slot()
+        my_slot = election.candidate_rank(term, self.id, self.membership.members) * slot
+        jitter = self.rng.random() * slot / 4
+        self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None
+        self.election_deadline = now + self.timing.election_timeout() + slot * (self.membership.f + 2)
 
     def _give_up(self) -> None:
         """The current leader (or election) failed: move to the next term."""
@@ -208,14 +212,18 @@ class Replica:
         self.my_vote = self._signed(Vote(term, self.committed_round, self.id, self.hard.lock, self.id))
         self.votes = {self.id: self.my_vote}
         self._broadcast(self._signed(RequestVote(term, self.committed_round, self.id)))
+        self.next_heartbeat = self.now + self.cfg.timing.heartbeat_interval  # RequestVote retransmission
         self._maybe_win()
 
     def _on_request_vote(self, msg: RequestVote) -> None:
         if (self.my_vote is not None and self.my_vote.term == msg.term and self.my_vote.candidate == msg.sender):
             self._send(msg.sender, self.my_vote)  # retransmission: the same vote again
             return
+        slot = self.timing.candidacy_slot()
+        opens = self.term_entered_at + slot * election.candidate_rank(msg.term, msg.sender, self.membership.members)
         if not election.grants_vote(msg.term, msg.round, self.hard.term, self.hard.voted_term, self.committed_round,
-                                    self.leader is not None) or msg.sender in self.failed_leaders:
+                                    self.leader is not None, self.now >= opens - slot / 2) \
+                or msg.sender in self.failed_leaders:
             return
         self._persist(voted_term=msg.term, voted_for=msg.sender)
         self.candidacy_at = None
@@ -269,11 +277,15 @@ class Replica:
             self._broadcast(self._signed(Heartbeat(self.hard.term, self.committed_round, self.id)))
             if self.my_preprepare is not None and self.my_preprepare.round == self.pending:
                 self._broadcast(self.my_preprepare)  # retransmit over lossy links
+                self._retransmit(self.hard.term, self.pending)
         if self.role in (FOLLOWER, LEADER):
             if self.heartbeat_deadline is not None and now >= self.heartbeat_deadline:
                 return self._give_up()
             if self.round_deadline is not None and now >= self.round_deadline:
                 return self._give_up()
+        if self.role == CANDIDATE and self.next_heartbeat is not None and now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.cfg.timing.heartbeat_interval
+            self._broadcast(self._signed(RequestVote(self.hard.term, self.committed_round, self.id)))
         if self.role in (ELECTING, CANDIDATE):
             if self.candidacy_at is not None and now >= self.candidacy_at and self.hard.voted_term < self.hard.term:
                 self._stand_as_candidate()
@@ -282,7 +294,8 @@ class Replica:
                 if term <= 1 or election.term_entered_by_quorum(self.highest_timeout, term, self.membership.quorum):
                     self._give_up()
                 else:
-                    self.election_deadline = now + self.timing.election_timeout()
+                    self.election_deadline = now + self.timing.election_timeout() + \
+                        self.timing.candidacy_slot() * (self.membership.f + 2)
                     self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
                     if self.role == CANDIDATE:
                         self._broadcast(self._signed(RequestVote(term, self.committed_round, self.id)))
@@ -506,4 +519,6 @@ class Replica:
     def _on_message(self, msg) -> None:
         if msg.sender == self.id or msg.sender not in self.membership or not self.verify.message(msg):
             return  # unsigned, forged, replayed across fields, or from outside the swarm
+        if isinstance(msg, (Timeout, RequestVote, Vote)) and msg.round > self.committed_round:
+            self._request_catchup(msg.sender)  # it committed more than we did: fetch before elections need it
         self._HANDLERS[type(msg)](self, msg)

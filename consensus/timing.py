@@ -47,7 +47,6 @@ class AdaptiveTimeouts:
         """How long a term without a leader lasts before moving on."""
         return min(self.cfg.max_timeout, 2 * self.round_timeout())
 
-    def candidacy_delay(self, rng) -> float:
-        """Randomized back-off so that usually one node stands first."""
-        base = self.cfg.candidacy_delay * self._backoff()
-        return base + rng.random() * base * 2
+    def candidacy_slot(self) -> float:
+        """The gap between successive candidates of a term (see election.candidate_rank), backed off like the rest."""
+        return min(self.cfg.max_timeout, self.cfg.candidacy_delay * self._backoff())

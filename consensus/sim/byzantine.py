@@ -85,9 +85,13 @@ class ReplayForger(Script):
 
     def distort(self, world, node, event, actions):
         actions = list(actions)
-        if not isinstance(event, Received) or world.rng.random() < 0.5:
+        if not isinstance(event, Received) or world.rng.random() < 0.7:
             return actions
         msg = event.message
+        replayed = world.__dict__.setdefault("replayed_sigs", set())
+        if msg.sig in replayed or msg.sender not in world.honest or not node.replica.verify.message(msg):
+            return actions  # react to genuine honest messages only: forgers must not amplify each other unboundedly
+        replayed.add(msg.sig)
         if isinstance(msg, (Prepare, Commit)):
             other = Commit if isinstance(msg, Prepare) else Prepare
             replays = [other(msg.term, msg.round, msg.digest, msg.sender, msg.sig),
