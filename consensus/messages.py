@@ -428,7 +428,7 @@ def from_wire(d: Any) -> Message:
     if not isinstance(d, dict) or "type" not in d:
         raise DecodeError("bad_type", "message must be a dict with a type")
     kind = d["type"]
-    if kind not in _KEYS:
+    if type(kind) is not str or kind not in _KEYS:
         raise DecodeError("bad_type", f"unknown consensus message type {kind!r}")
     d = _fields(d, _KEYS[kind], kind)
     sender, sig = _id(d["sender"], "sender"), _bytes(d["sig"], "sig", MAX_SIG_LEN)
