@@ -1,1 +1,82 @@
-"""The consensus core: pure state machines (no I/O, clocks, threads, asyncio or torch)."""
+"""The consensus core: pure state machines (no I/O, clocks, threads, asyncio or torch).
+
+Raft-shaped elections, PBFT-shaped commit, one replicated-state-machine round in flight at a time. The node feeds
+events and executes the actions it gets back, like etcd-io/raft's Step/Ready. Time and randomness are inputs.
+
+Driving it
+==========
+
+    from consensus import Replica, Config, PersistedState, events, actions
+    replica = Replica(Config(swarm_id, node_id, members, genesis_state_hash, timing=TimingConfig(...)),
+                      crypto,             # .sign(payload) -> sig as this node; .verify(sender_id, payload, sig) -> bool
+                      persisted,          # PersistedState(hard=HardState, chain=[CommittedEntry, ...]) from the store
+                      random.Random(),    # seed it in tests; the core never touches global randomness
+                      now)                # monotonic seconds (time.monotonic())
+    for action in replica.step(now, event): execute(action)   # IN ORDER, see below
+
+``members`` is the genesis list of peer ids (strings such as libp2p "12D3KooW..."); n = len(members),
+f = (n-1)//3, quorum Q = 2f+1 when n = 3f+1 (in general ceil((n+f+1)/2), so n=2,3 need 2 and never a bare majority
+when f > 0). ``crypto`` wraps the node's Ed25519 key and the genesis public keys; the core signs and checks every
+consensus message itself because signatures travel inside certificates. Signed bytes:
+``messages.signing_bytes(swarm_id, kind, term, round, digest, sender)`` (crypto.wire encoding), so no signature
+replays across message types, terms, rounds or swarms.
+
+Events (``consensus.events``)
+-----------------------------
+- ``Received(message)``: a consensus message from a peer, decoded with ``messages.from_wire`` (raises
+  ``crypto.wire.DecodeError`` on malformed input; drop it and score the peer). The core verifies the signature.
+- ``Tick()``: feed when the latest ``WakeAt`` time has come (feeding more often is harmless).
+- ``PayloadsReady(round)``: this node holds enough verified gradients for ``round`` (n - f, or a quorum at the
+  collection deadline). Feed it on every node: the leader then builds; followers start the "no proposal" timer.
+- ``ProposalBuilt(entry)``: the answer to ``BuildProposal``.
+- ``ValidationResult(term, round, digest, ok)``: the answer to ``ValidateProposal``.
+
+Actions (``consensus.actions``) and what each obliges the node to do
+---------------------------------------------------------------------
+- ``PersistHardState(state)``: durably replace term / vote / last prepare / lock (fsync) BEFORE executing any later
+  action of the same batch. ``state`` never goes backwards.
+- ``PersistEntry(committed)``: durably append entry + commit certificate (round = chain length + 1) before the rest.
+- ``Apply(committed)``: apply the entry to the model state (fetch missing payloads by digest). The result's state
+  hash must equal ``committed.entry.state_hash``; if not, this node diverged: stop and resync from a snapshot.
+- ``Send(to, message)`` / ``Broadcast(message)``: ``messages.to_wire(message)`` into the envelope; Broadcast goes to
+  every other member. Best effort: the core retransmits what matters on its own.
+- ``BuildProposal(round, parent_state_hash)``: leader only. Choose the gradients (sorted digests), apply, and answer
+  ``ProposalBuilt(Entry(round, digests, rule, params, state_hash, parent_state_hash))``.
+- ``ValidateProposal(term, round, entry)``: fetch/verify every payload, check rule and params, apply on a copy and
+  compare ``state_hash``; answer ``ValidationResult(..., entry.digest(), ok)``. The core never sees tensors.
+- ``ReportEvidence(evidence)``: two PrePrepares signed by one leader for one (term, round); keep it, feed reputation,
+  carry it in a later entry. ``quorum.Verifier.evidence`` re-checks it anywhere.
+- ``WakeAt(time)``: schedule a ``Tick`` at ``time`` (each batch ends with one; the latest replaces the earlier).
+
+Every batch is: persist actions first, then the messages that depend on them. After a crash, build a new Replica
+from what was persisted only; it resumes in its persisted term without a leader and catches up.
+
+Protocol in brief
+=================
+- Terms: a node enters term t+1 when its leader fails (no heartbeat, no commit within the round timeout while
+  payloads wait, an invalid, wrong-parent or view-change-breaking proposal, or signed equivocation evidence) and
+  broadcasts a signed ``Timeout``. It adopts a higher term only from f+1 Timeouts (taking the (f+1)-th highest claim)
+  or a valid ``NewTerm`` (term certificate); it gives up on a term without leader only once 2f+1 entered it.
+- Candidates stand in a per-term pseudo-random order (``election.candidate_rank``) in back-off slots; voters refuse a
+  candidate before its slot, one that led a term they recently gave up on, or one whose chain is shorter. One vote
+  per term, persisted; a ``Vote`` carries the voter's highest prepared certificate. 2f+1 votes form the term
+  certificate carried by ``NewTerm``; the new leader must re-propose the highest-term prepared entry of the pending
+  round, and replicas refuse anything else (PBFT view change).
+- Round r: leader sends ``PrePrepare`` -> replicas validate, persist, ``Prepare`` -> 2f+1 Prepares = prepared
+  certificate, persisted as the lock -> ``Commit`` -> 2f+1 Commits (any term) = commit certificate -> persist, apply.
+- Catch-up: ``CatchUpRequest(round)`` is answered with entries and their commit certificates (and the current
+  ``NewTerm``); a node appends only entries whose certificate verifies and that extend its chain.
+- Timeouts (``timing``): round timeout = max(minimum, margin x EWMA of measured round times), doubled per failed
+  term, reset by a commit.
+
+Modules: messages (wire types), quorum (membership, signature checks), election (vote and term rules), timing,
+state (what is persisted), events, actions, replica (the state machine), sim (deterministic simulator:
+``python -m consensus.sim --help``).
+"""
+from .actions import (Action, Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence,  # noqa
+                      Send, ValidateProposal, WakeAt)
+from .events import Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult  # noqa: F401
+from .messages import Entry, from_wire, to_wire  # noqa: F401
+from .replica import Config, Replica  # noqa: F401
+from .state import HardState, PersistedState  # noqa: F401
+from .timing import TimingConfig  # noqa: F401
