@@ -52,11 +52,14 @@ class GradientPool:
         self._by_digest[gradient.digest] = gradient
         return None
 
-    def for_round(self, round_: int) -> list[Gradient]:
-        return sorted(self._by_round.get(round_, {}).values(), key=lambda g: g.sender)
+    def for_round(self, round_: int, parent: bytes | None = None) -> list[Gradient]:
+        """The round's gradients by sender; with ``parent``, only those built on that state (a gradient that
+        arrived for the next round before we held its parent was not checked against it)."""
+        kept = self._by_round.get(round_, {}).values()
+        return sorted((g for g in kept if parent is None or g.parent == parent), key=lambda g: g.sender)
 
-    def count(self, round_: int) -> int:
-        return len(self._by_round.get(round_, {}))
+    def count(self, round_: int, parent: bytes | None = None) -> int:
+        return len(self.for_round(round_, parent))
 
     def by_digest(self, digest: bytes) -> Gradient | None:
         return self._by_digest.get(digest)

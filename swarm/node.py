@@ -194,7 +194,12 @@ class Node:
         log.info("node %s (%s) listening on %s", self.name, self.id, ", ".join(self.transport.listen_addrs))
         self._tasks = [asyncio.create_task(self._state_worker(), name="state-worker"),
                        asyncio.create_task(self._ticker(), name="ticker")]
-        self._start_round()
+        # Entries persisted before a crash but not replayable from the store (payloads missing): apply them
+        # again, fetching payloads or a certified snapshot from peers.
+        for committed in self.core.chain[self.state.round:]:
+            self._jobs.put_nowait(("apply", committed))
+        if self.state.round >= self.core.committed_round:
+            self._start_round()
         await self._stopping.wait()
         for task in self._tasks:
             task.cancel()
@@ -304,11 +309,14 @@ class Node:
             self.metrics.rejected["stale_or_future_round"] += 1
             return
         parent = self.state.hash if round_ == self.state.round + 1 else None
-        try:
-            gradient = self._verify_gradient(data, round_, parent)
+        loop = asyncio.get_running_loop()
+        try:  # hashing and decoding megabytes: off the event loop
+            gradient = await loop.run_in_executor(None, self._verify_gradient, data, round_, parent)
         except DecodeError as exc:
             self._reject(peer, exc.reason, str(exc))
             return
+        if gradient.round == self.state.round + 1 and gradient.parent != self.state.hash:
+            return  # the state moved on while we verified: this gradient was built for an older one
         self._add_gradient(gradient)
 
     def _add_gradient(self, gradient: Gradient) -> None:
@@ -400,7 +408,7 @@ class Node:
         round_ = self.state.round + 1
         if self._ready_sent >= round_:
             return
-        count = self.pool.count(round_)
+        count = self.pool.count(round_, self.state.hash)
         if count >= self.genesis.n:
             self._speculate(round_)
             self._signal_ready(round_)
@@ -412,7 +420,7 @@ class Node:
         if round_ != self.state.round + 1 or self._ready_sent >= round_:
             return
         self._ready_sent = round_
-        if self.pool.count(round_) < self.genesis.n:
+        if self.pool.count(round_, self.state.hash) < self.genesis.n:
             self._speculate(round_)
         self._step(PayloadsReady(round_))
 
@@ -439,7 +447,7 @@ class Node:
         if round_ != self.state.round + 1 or parent != self.state.hash:
             log.warning("asked to build round %d on a state we do not hold", round_)
             return
-        gradients = self.pool.for_round(round_)
+        gradients = self.pool.for_round(round_, self.state.hash)
         if len(gradients) < self.genesis.quorum:
             log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
             return
@@ -494,7 +502,7 @@ class Node:
         validating its proposal then costs only the cheap reputation step."""
         if round_ != self.state.round + 1:
             return
-        gradients = self.pool.for_round(round_)
+        gradients = self.pool.for_round(round_, self.state.hash)
         if len(gradients) >= self.genesis.quorum:
             future = self._aggregate(self.state, gradients)
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
@@ -582,7 +590,7 @@ class Node:
                 rows.append((digest, gradient.round, gradient.sender, gradient.raw))
             elif self.store.gradient(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
-        self.store.add_gradients(rows)
+        asyncio.get_running_loop().run_in_executor(None, self.store.add_gradients, rows)
         evidence = [e["leader"] for e in entry.params.get("evidence", [])]
         if evidence:
             from consensus.messages import evidence_from_plain

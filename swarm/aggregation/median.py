@@ -24,5 +24,6 @@ def aggregate_median(vectors: torch.Tensor, f: int, weights: torch.Tensor | None
     n = vectors.shape[0]
     if n < 2 * f + 1:
         raise ValueError(f"median needs n >= 2f + 1, got n={n}, f={f}")
-    vector = coordinate_median(vectors) if weights is None else weighted_median(vectors, weights)
+    equal = weights is None or bool((weights == weights[0]).all())  # equal weights: the plain median, faster
+    vector = coordinate_median(vectors) if equal else weighted_median(vectors, weights)
     return AggregationResult(finish(vector), list(range(n)))

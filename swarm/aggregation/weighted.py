@@ -32,32 +32,64 @@ def _sorted_with_weights(block: torch.Tensor, weights: torch.Tensor) -> tuple[li
     return values, carried
 
 
+MAX_TABLE_ROWS = 16
+
+
 def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Rank form, n^2 elementwise steps and no data movement: value v_i (rows ordered by value, then index) is the
-    weighted median where the weight strictly below it is under half the total and, with its own weight, reaches
-    half; when that reaches exactly half, the mean with the next value up."""
+    """Rank form, no data movement: value v_i (rows ordered by value, then index) is the weighted median where
+    the weight strictly below it is under half the total and, with its own weight, reaches half; when that
+    reaches exactly half, the mean with the next value up.
+
+    The weight below v_i is looked up, not summed: each row's "is below" bits form an integer mask that indexes a
+    table of the 2^n subset sums (n <= 16), so each coordinate costs n-1 comparisons and one gather per row.
+    """
     n, d = vectors.shape
+    if n > MAX_TABLE_ROWS:
+        raise ValueError(f"weighted median supports at most {MAX_TABLE_ROWS} rows, got {n}")
     weights = weights.to(torch.float64)
-    total = float(weights.sum())  # the same sum for every column, in row order
+    table = _subset_sums([float(w) for w in weights])
+    total = table[-1].item()
     out = torch.empty(d, dtype=torch.float64)
     for start in range(0, d, COLUMNS_PER_STEP):
-        rows = vectors[:, start:start + COLUMNS_PER_STEP].to(torch.float64).unbind(0)
-        result = torch.zeros_like(rows[0])
+        rows = vectors[:, start:start + COLUMNS_PER_STEP].unbind(0)
+        result = torch.zeros(rows[0].shape, dtype=torch.float64)
         for i in range(n):
-            below = torch.zeros_like(rows[0])
-            above = torch.full_like(rows[0], float("inf"))  # the next value up in (value, index) order
+            mask = torch.zeros(rows[0].shape, dtype=torch.int64)
             for j in range(n):
-                if j == i:
-                    continue
-                before = rows[j] < rows[i] if j > i else rows[j] <= rows[i]
-                below += torch.where(before, weights[j], 0.0)
-                above = torch.where(before, above, torch.minimum(above, rows[j]))
+                if j != i:
+                    mask |= _before(rows, j, i).to(torch.int64) << j
+            below = table.index_select(0, mask)  # far faster than table[mask]
             reached = 2.0 * (below + weights[i])
             chosen = (2.0 * below < total) & (reached >= total)
-            value = torch.where(reached == total, (rows[i] + above) * 0.5, rows[i])
-            result = torch.where(chosen, value, result)
+            result = torch.where(chosen, rows[i], result)  # promotes to float64: exact
+            exact = chosen & (reached == total)
+            if bool(exact.any()):
+                where = exact.nonzero().squeeze(1)
+                result[where] = _mean_with_next_up([row[where] for row in rows], i)
         out[start:start + result.shape[0]] = result
     return out
+
+
+def _before(rows, j: int, i: int) -> torch.Tensor:
+    """Row j comes before row i in (value, row index) order."""
+    return rows[j] < rows[i] if j > i else rows[j] <= rows[i]
+
+
+def _subset_sums(weights: list[float]) -> torch.Tensor:
+    """table[m] = sum of weights[j] for the bits j of m, each built from a smaller entry in a fixed order."""
+    table = [0.0] * (1 << len(weights))
+    for m in range(1, len(table)):
+        low = m & -m
+        table[m] = table[m ^ low] + weights[low.bit_length() - 1]
+    return torch.tensor(table, dtype=torch.float64)
+
+
+def _mean_with_next_up(rows: list[torch.Tensor], i: int) -> torch.Tensor:
+    above = torch.full(rows[i].shape, float("inf"), dtype=torch.float64)
+    for j in range(len(rows)):
+        if j != i:
+            above = torch.where(_before(rows, j, i), above, torch.minimum(above, rows[j].to(torch.float64)))
+    return (rows[i].to(torch.float64) + above) * 0.5
 
 
 def weighted_trimmed_mean(vectors: torch.Tensor, weights: torch.Tensor, f: int) -> torch.Tensor:
