@@ -277,11 +277,16 @@ class Node:
                 self._step(Tick())
 
     # ------------------------------------------------------------------------------------------- inbound
-    async def _on_control(self, peer: str, data: bytes) -> None:
-        now = time.monotonic()
+    def _admit(self, peer: str, data: bytes) -> bool:
+        """Count what arrived; False for a banned peer, whose messages are dropped unread."""
         self.metrics.bytes_in += len(data)
-        if self.scores.is_banned(peer, now):
+        if self.scores.is_banned(peer, time.monotonic()):
             self._drop_banned(peer)
+            return False
+        return True
+
+    async def _on_control(self, peer: str, data: bytes) -> None:
+        if not self._admit(peer, data):
             return
         try:
             envelope = open_envelope(data, self.genesis.swarm_id, 4 << 20)
@@ -295,10 +300,7 @@ class Node:
         self._step(Received(message))
 
     async def _on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
-        now = time.monotonic()
-        self.metrics.bytes_in += len(data)
-        if self.scores.is_banned(peer, now):
-            self._drop_banned(peer)
+        if not self._admit(peer, data):
             return
         try:
             round_ = decode_envelope(data, self.config.transport.max_payload_bytes).round
