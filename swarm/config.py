@@ -135,7 +135,9 @@ class Genesis:
 
     @property
     def quorum(self) -> int:
-        return 2 * self.f + 1
+        """Votes that make a certificate: (n + f) // 2 + 1, which is 2f+1 when n = 3f+1 and keeps any two quorums
+        overlapping in an honest member for other sizes too (n = 2 or 3 need 2 votes, n = 5 needs 4)."""
+        return (self.n + self.f) // 2 + 1
 
     @property
     def peer_ids(self) -> list[str]:

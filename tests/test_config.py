@@ -48,10 +48,14 @@ def test_bad_node_configs_name_file_key_and_expectation(tmp_path, text, key, exp
     assert info.value.key == key
 
 
-def test_genesis_derives_f_and_quorum(tmp_path):
-    for n, f in [(1, 0), (3, 0), (4, 1), (6, 1), (7, 2), (10, 3)]:
+def test_genesis_derives_f_and_quorum_as_the_consensus_core_does(tmp_path):
+    from consensus.quorum import Membership
+    for n, f, quorum in [(1, 0, 1), (2, 0, 2), (3, 0, 2), (4, 1, 3), (5, 1, 4), (6, 1, 4), (7, 2, 5), (10, 3, 7)]:
         genesis = load_genesis(write(tmp_path, f"g{n}.yaml", genesis_text(n)))
-        assert (genesis.n, genesis.f, genesis.quorum) == (n, f, 2 * f + 1)
+        assert (genesis.n, genesis.f, genesis.quorum) == (n, f, quorum)
+        assert Membership(genesis.peer_ids).quorum == genesis.quorum
+        if n == 3 * f + 1:
+            assert quorum == 2 * f + 1
 
 
 @pytest.mark.parametrize("mutate, key", [
