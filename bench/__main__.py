@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "round": ("bench.round", ["--rounds", "10"], ["--rounds", "4", "--compression", "fp16"],
               "## Round: swarm vs plain averaging over the same transport"),
     "consensus": ("bench.consensus", [], [], "## Consensus"),
-    "soak": ("bench.soak", ["--minutes", "3"], ["--minutes", "1", "--interval", "2"], "## Soak"),
+    "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
 ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "aggregation", "transport", "round",
          "consensus", "soak"]
@@ -89,6 +90,8 @@ def run_part(part: str, args, extra: list[str], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop clusters and worker pools instead of orphaning them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command = report.command_line(["python", "-m", "bench", *argv])
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__ + "\nparts: all, " + ", ".join(ORDER))

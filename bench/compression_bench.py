@@ -6,7 +6,7 @@ simulation (bench/sim.py) of a 4-node swarm without attackers, under the default
 and under the mean: a coordinate-wise median of sparse top-k updates whose supports barely overlap is mostly zero,
 so the rule matters as much as the scheme.
 
-    python -m bench compression [--seeds 3] [--rounds 25]
+    python -m bench compression [--seeds 3] [--rounds 20]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def envelope_overhead(payload_size: int = 1000) -> int:
 
 def run(args) -> str:
     seeds = args.seeds or (1 if args.quick else 3)
-    rounds = args.rounds or (8 if args.quick else 25)
+    rounds = args.rounds or (8 if args.quick else 20)
     configs = [SimConfig(nodes=args.nodes, f=(args.nodes - 1) // 3, rule=rule, weighted=weighted, seed=seed,
                          rounds=rounds, compression=scheme, topk=args.topk, error_feedback=ef, device=args.device)
                for scheme in SCHEMES for ef in (True, False) for (rule, weighted), _ in RULES

@@ -6,7 +6,7 @@ plus a mean with quarantine off (the textbook average); iid shards and Dirichlet
 seeds. Runs in-process with bench/sim.py (the real Trainer, attacks, compressor and apply()), because the grid
 has hundreds of cells; the multi-process swarm is measured by the time-to-accuracy and scaling parts.
 
-    python -m bench robustness [--seeds 3] [--rounds 25] [--attacks ...] [--rules ...] [--sizes 4 7]
+    python -m bench robustness [--seeds 3] [--rounds 12] [--attacks ...] [--rules ...] [--sizes 4 7]
 """
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def run(args) -> str:
     cells = _group(results)
     c0 = configs[0]
     body = [
-        f"In-process simulation ({len(configs)} runs, {elapsed / 60:.1f} min on this machine): every round each "
+        f"In-process simulation ({len(configs)} cells, {_simulated(configs)} simulated, {elapsed / 60:.1f} min on "
+        f"this machine): every round each "
         f"node runs the real Trainer (mlp on mnist5k, K={c0.local_steps} local steps of batch {c0.batch_size}, "
         f"lr {c0.lr}), the last f nodes replace their update by the attack (ALIE and IPM see the honest updates of "
         f"the round), and the real `apply()` aggregates with reputation and quarantine (floor 0.6). Not real "
@@ -125,6 +126,10 @@ def run(args) -> str:
     return "\n".join(body)
 
 
+def _simulated(configs: list[SimConfig]) -> int:
+    return len({replace(c, rule="median") if falls_back(c) else c for c in configs})
+
+
 def _group(results: list[SimResult]) -> dict:
     """{(n, partition): {Variant: {attack: [results over seeds]}}} in grid order."""
     cells: dict = {}
@@ -137,9 +142,15 @@ def _group(results: list[SimResult]) -> dict:
 
 
 def _row_label(v: Variant, by_attack: dict) -> str:
-    used = {rule for runs in by_attack.values() for res in runs for rule in res.rules_used}
-    others = sorted(used - {v.rule})
-    return v.label + (f" (→{', '.join(others)})" if others else "")
+    """The variant's name, plus the rule apply() used instead and in what share of the row's rounds: Krum needs
+    n >= 2f+3 usable gradients, so with f=1 of 4 it is always the median, and with f=2 of 7 it becomes the median
+    once the quarantine leaves fewer than 7."""
+    used = [rule for runs in by_attack.values() for res in runs for rule in res.rules_used]
+    others = sorted(set(used) - {v.rule})
+    if not others:
+        return v.label
+    share = sum(rule != v.rule for rule in used) / len(used)
+    return v.label + f" (→{', '.join(others)}" + ("" if share == 1 else f" in {share:.0%} of rounds") + ")"
 
 
 def _cell(runs: list[SimResult] | None) -> str:

@@ -5,7 +5,7 @@ per round grow with n here for the CPU work alone (n trainings, n^2 payload chec
 machines the training would run in parallel. Each node keeps K local steps on its 1/n shard, so a round sees
 n*K batches: more nodes, more samples per round.
 
-    python -m bench scaling [--sizes 4 7 10] [--rounds 30]
+    python -m bench scaling [--sizes 4 7 10] [--rounds 20]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> str:
     sizes = args.sizes or ([4, 7] if args.quick else [4, 7, 10])
-    rounds = args.rounds or (10 if args.quick else 30)
+    rounds = args.rounds or (10 if args.quick else 20)
     rows, series = [], {}
     for n in sizes:
         swarm = live.run_swarm(n, rounds, device=args.device)
