@@ -7,10 +7,8 @@ it is given). Handlers only read the node's in-memory views and the store: they 
 """
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,12 +21,13 @@ if TYPE_CHECKING:
     from swarm.node import Node
 
 
+NODE = web.AppKey("node", object)
+
+
 def build_app(node: "Node", token: str | None = None) -> web.Application:
     middlewares = [_token_middleware(token)] if token else []
     app = web.Application(middlewares=middlewares)
-    app["node"] = node
-    app["reputation_samples"] = ReputationSamples(node)
-    app.cleanup_ctx.append(_sample_reputation)
+    app[NODE] = node
     app.router.add_get("/status", status)
     app.router.add_get("/peers", peers)
     app.router.add_get("/log", commit_log)
@@ -83,7 +82,7 @@ def status_view(node: "Node") -> dict:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(status_view(request.app["node"]))
+    return web.json_response(status_view(request.app[NODE]))
 
 
 def peers_view(node: "Node") -> list[dict]:
@@ -115,7 +114,7 @@ def peers_view(node: "Node") -> list[dict]:
 
 
 async def peers(request: web.Request) -> web.Response:
-    return web.json_response(peers_view(request.app["node"]))
+    return web.json_response(peers_view(request.app[NODE]))
 
 
 def log_view(node: "Node", start: int, limit: int) -> list[dict]:
@@ -157,58 +156,18 @@ async def commit_log(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="from and limit must be integers") from None
     if start < 1 or not 1 <= limit <= 10_000:
         raise web.HTTPBadRequest(text="from must be >= 1 and limit in 1..10000")
-    return web.json_response(log_view(request.app["node"], start, limit))
+    return web.json_response(log_view(request.app[NODE], start, limit))
 
 
-class ReputationSamples:
-    """Committed reputation per member at each round the API observed, for the dashboard's reputation curves.
-
-    The node keeps per-round loss and accuracy but not the table, so the API samples ``node.state`` as rounds commit
-    (every SAMPLE_INTERVAL_S); a round that commits and is superseded between two samples is skipped.
-    """
-
-    SAMPLE_INTERVAL_S = 0.2
-
-    def __init__(self, node: "Node", keep: int = 10_000):
-        self.node = node
-        self.by_round: dict[int, dict[str, float]] = {}
-        self._order: deque[int] = deque()
-        self._keep = keep
-
-    def sample(self) -> None:
-        state = self.node.state
-        if state.round == 0 or state.round in self.by_round:
-            return
-        names = self.node.genesis.name_of
-        self.by_round[state.round] = {names(peer): round(reputation.score(rep), 6) for peer, rep in state.reputation}
-        self._order.append(state.round)
-        while len(self._order) > self._keep:
-            self.by_round.pop(self._order.popleft(), None)
-
-
-async def _sample_reputation(app: web.Application):
-    samples: ReputationSamples = app["reputation_samples"]
-
-    async def loop():
-        while True:
-            samples.sample()
-            await asyncio.sleep(samples.SAMPLE_INTERVAL_S)
-    task = asyncio.create_task(loop(), name="api-reputation-samples")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def history_view(node: "Node", samples: ReputationSamples, limit: int) -> list[dict]:
-    """One row per committed round the node remembers: loss, accuracy, leader, and the sampled reputation table."""
-    samples.sample()
+def history_view(node: "Node", limit: int) -> list[dict]:
+    """One row per committed round the node remembers: loss, accuracy, leader, and the reputation table."""
     rows = []
     for record in list(node.history)[-limit:]:
         rows.append({
             "round": record.round, "term": record.term, "loss": record.loss, "accuracy": record.accuracy,
             "leader": node.genesis.name_of(record.leader) if record.leader else None,
             "quarantined": record.quarantined, "committed_at": record.committed_at,
-            "reputation": samples.by_round.get(record.round),
+            "reputation": record.reputation,
         })
     return rows
 
@@ -220,12 +179,11 @@ async def round_history(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="limit must be an integer") from None
     if not 1 <= limit <= 10_000:
         raise web.HTTPBadRequest(text="limit must be in 1..10000")
-    app = request.app
-    return web.json_response(history_view(app["node"], app["reputation_samples"], limit))
+    return web.json_response(history_view(request.app[NODE], limit))
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = render_node_metrics(request.app["node"])
+    body = render_node_metrics(request.app[NODE])
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

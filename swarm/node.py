@@ -27,7 +27,7 @@ from consensus.timing import TimingConfig
 from crypto.envelope import decode as decode_envelope, open_envelope
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
-from swarm import compression
+from swarm import compression, reputation
 from swarm.apply import Applied, InvalidEntry, aggregate_round, apply, finish
 from swarm.adversary import Adversary
 from swarm.config import Genesis, NodeConfig
@@ -67,6 +67,7 @@ class RoundRecord:
     included: list[str]
     quarantined: list[str]
     committed_at: float
+    reputation: dict[str, float] | None = None  # member name -> committed reputation after this round
 
 
 @dataclass
@@ -646,7 +647,9 @@ class Node:
                              applied.rule_used if applied else entry.rule,
                              [self.genesis.name_of(p) for p in (applied.aggregated if applied else ())],
                              [self.genesis.name_of(p) for p in (applied.quarantined if applied else ())],
-                             time.time())
+                             time.time(),
+                             {self.genesis.name_of(peer): round(reputation.score(rep), 6)
+                              for peer, rep in self.state.reputation})
         self.history.append(record)
         params = self.state.params
         if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
