@@ -69,11 +69,11 @@ def run_wrapped(part: str, args, extra: list[str], command: str) -> bool:
         return False
     argv = [sys.executable, "-m", module, *(extra or (quick if args.quick else full))]
     done = subprocess.run(argv, cwd=report.REPO, capture_output=True, text=True, timeout=WRAPPED_TIMEOUT_S)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise RuntimeError(f"{part} failed with exit code {done.returncode}")
     script = "python -m " + module + "".join(f" {a}" for a in argv[3:])
     body = f"Output of `{script}`:\n\n```text\n{done.stdout.rstrip()}\n```"
+    if done.returncode != 0:  # keep what it measured, and say that its own check failed
+        sys.stderr.write(done.stderr[-4000:])
+        body += f"\n\n**Exited with code {done.returncode}** (stderr tail):\n\n```text\n{done.stderr[-1500:].rstrip()}\n```"
     report.write_section(part, body, command, args.output, heading)
     return True
 
