@@ -45,6 +45,7 @@ from swarm.transport.base import Callbacks, Transport
 log = logging.getLogger("swarm.node")
 
 FETCH_TIMEOUT_S = 5.0
+APPLY_RETRY_S = 1.0
 READY_GRACE_S = 0.25
 
 
@@ -77,6 +78,7 @@ class Metrics:
     bytes_in: int = 0
     leader_changes: int = 0
     divergences: int = 0
+    snapshot_resyncs: int = 0
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
@@ -113,6 +115,8 @@ class Node:
         self._applied_cache: dict[bytes, Applied] = {}
         self._aggregates: dict[tuple[bytes, tuple[bytes, ...]], asyncio.Future] = {}
         self._fetched: dict[bytes, Gradient] = {}  # payloads fetched by digest for the pending round
+        self._pending_commits: dict[int, CommittedEntry] = {}  # committed, waiting for their turn to apply
+        self._retry_scheduled = False
         self._ready_sent = 0
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
@@ -180,12 +184,18 @@ class Node:
         log.info("restored state at round %d (%s)", state.round, state.hash.hex()[:12])
 
     def _stored_gradients(self, digests: list[bytes], round_: int, parent: bytes) -> list[Gradient] | None:
+        """The entry's gradients from our store, checked as if they came from the network; None when one is
+        missing or damaged (then the round is applied again from peers' copies)."""
         found = []
         for digest in digests:
             raw = self.store.gradient(digest)
-            if raw is None:
+            try:
+                if raw is None or digest_of(raw) != digest:
+                    raise DecodeError("missing_or_damaged", digest.hex()[:12])
+                found.append(self._verify_gradient(raw, round_, parent))
+            except DecodeError as exc:
+                log.error("stored payload of round %d unusable: %s", round_, exc)
                 return None
-            found.append(self._verify_gradient(raw, round_, parent))
         return found
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -346,7 +356,11 @@ class Node:
             return gradient.raw
         if digest == self.state.hash:
             return self.state.serialize()  # a certified snapshot: the digest is the state hash
-        return self.store.gradient(digest)
+        snapshot = self.store.snapshot_path(digest)
+        if snapshot.exists():
+            return snapshot.read_bytes()
+        stored = self.store.gradient(digest)
+        return stored if stored is not None and digest_of(stored) == digest else None  # never serve damage
 
     def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None) -> Gradient:
         return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent)
@@ -542,7 +556,7 @@ class Node:
         if known is not None and known.round == round_ and known.parent == parent:
             return known
         stored = self.store.gradient(digest)
-        raw = stored if stored is not None else await self._fetch(digest)
+        raw = stored if stored is not None and digest_of(stored) == digest else await self._fetch(digest)
         if raw is None:
             raise InvalidEntry(f"payload {digest.hex()[:12]} is not available from any peer")
         gradient = self._verify_gradient(raw, round_, parent)
@@ -550,39 +564,69 @@ class Node:
         return gradient
 
     async def _fetch(self, digest: bytes) -> bytes | None:
-        peers = [p for p, info in self.transport.peers().items() if info.connected]
-        leader = self.core.leader
-        peers.sort(key=lambda p: p != leader)
-        for peer in peers:
-            try:
-                raw = await asyncio.wait_for(self.transport.fetch(peer, digest), FETCH_TIMEOUT_S)
-            except (asyncio.TimeoutError, Exception) as exc:  # a peer that fails is just one of several
-                log.debug("fetch %s from %s failed: %s", digest.hex()[:12], peer[:12], exc)
-                continue
-            if raw is not None and digest_of(raw) == digest:
-                return raw
-        return None
+        """A payload by digest from any connected peer (the leader first), waiting up to FETCH_TIMEOUT_S for one to
+        connect and answer: right after a restart the node may not be connected yet."""
+        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        while True:
+            peers = [p for p, info in self.transport.peers().items() if info.connected]
+            peers.sort(key=lambda p: p != self.core.leader)
+            for peer in peers:
+                try:
+                    raw = await asyncio.wait_for(self.transport.fetch(peer, digest), FETCH_TIMEOUT_S)
+                except Exception as exc:  # a peer that fails (or times out) is just one of several
+                    log.debug("fetch %s from %s failed: %s", digest.hex()[:12], peer[:12], exc)
+                    continue
+                if raw is not None and digest_of(raw) == digest:
+                    return raw
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.25)
 
-    async def _apply_committed(self, committed: CommittedEntry) -> None:
+    async def _apply_committed(self, committed: CommittedEntry | None) -> None:
+        """Apply committed entries in round order; one that cannot be applied yet is retried shortly (its payloads
+        or a certified snapshot may become reachable), never skipped."""
+        if committed is not None and committed.entry.round > self.state.round:
+            self._pending_commits[committed.entry.round] = committed
+        while (committed := self._pending_commits.get(self.state.round + 1)) is not None:
+            if not await self._apply_one(committed):
+                if not self._retry_scheduled:
+                    self._retry_scheduled = True
+                    asyncio.get_running_loop().call_later(APPLY_RETRY_S, self._retry_commits)
+                return
+        for stale in [r for r in self._pending_commits if r <= self.state.round]:
+            del self._pending_commits[stale]
+
+    def _retry_commits(self) -> None:
+        self._retry_scheduled = False
+        self._jobs.put_nowait(("apply", None))
+
+    async def _apply_one(self, committed: CommittedEntry) -> bool:
         entry = committed.entry
-        if entry.round <= self.state.round:
-            return
         try:
             applied = await self._check_entry(entry)
         except (InvalidEntry, DecodeError) as exc:
-            if not await self._resync_from_snapshot(entry, str(exc)):
-                return
+            log.warning("round %d cannot be applied from its payloads (%s): trying the certified snapshot",
+                        entry.round, exc)
             applied = None
-        if applied is not None:
-            if applied.state.hash != entry.state_hash:
-                if not await self._resync_from_snapshot(entry, "applying a committed entry gave another state hash"):
-                    return
+        if applied is not None and applied.state.hash != entry.state_hash:
+            self._divergence(f"round {entry.round}: applying the committed entry gave another state hash")
+            applied = None
+        if applied is None:
+            # The newest committed state is the one peers most likely hold as their current state.
+            newest = self._pending_commits[max(self._pending_commits)] if self._pending_commits else committed
+            for target in dict.fromkeys([newest, committed]):
+                if await self._resync_from_snapshot(target.entry):
+                    committed = target
+                    break
             else:
-                self._adopt(committed, applied)
+                return False
+        else:
+            self._adopt(committed, applied)
         self._applied_cache.clear()
         self._aggregates.clear()
         self._fetched.clear()
         await self._after_commit(committed, applied)
+        return True
 
     def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
         entry = committed.entry
@@ -604,9 +648,8 @@ class Node:
     def _sender_of(self, raw: bytes) -> str:
         return decode_envelope(raw, self.config.transport.max_payload_bytes).sender
 
-    async def _resync_from_snapshot(self, entry: Entry, why: str) -> bool:
-        """Replace our state by a peer's snapshot whose hash the commit certificate signs."""
-        self._divergence(f"round {entry.round}: {why}")
+    async def _resync_from_snapshot(self, entry: Entry) -> bool:
+        """Replace our state by a peer's snapshot whose hash the commit certificate signs (fetched by that hash)."""
         raw = await self._fetch(entry.state_hash)
         if raw is None:
             log.error("no peer could give the certified snapshot of round %d", entry.round)
@@ -621,6 +664,7 @@ class Node:
         self.state = state
         self.store.save_snapshot(state.round, state.hash, raw)
         self.diverged = None
+        self.metrics.snapshot_resyncs += 1
         log.warning("resynchronised from the certified snapshot of round %d", entry.round)
         return True
 

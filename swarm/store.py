@@ -89,9 +89,10 @@ class Store:
                               row.state_hash))
 
     def add_gradients(self, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
-        """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit."""
+        """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit. The
+        caller has checked each against its digest, so a damaged copy already stored is replaced."""
         with self._lock, self._db:
-            self._db.executemany("INSERT OR IGNORE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
+            self._db.executemany("INSERT OR REPLACE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
                                  gradients)
 
     def last_round(self) -> int:

@@ -1,7 +1,9 @@
 """The node end to end: real node processes on 127.0.0.1 training MNIST and committing rounds through consensus."""
 from __future__ import annotations
 
+import hashlib
 import signal
+import sqlite3
 
 import pytest
 
@@ -84,6 +86,12 @@ def test_killed_leader_is_replaced_and_restarted_node_catches_up(tmp_path):
         # No committed round is lost or rewritten: the killed leader's chain is a prefix of the survivors'.
         assert [r["digest"] for r in survivor_log[:len(before)]] == [r["digest"] for r in before]
 
+        # Damage one stored payload of the dead node and remove its snapshots, so that its replay must read the
+        # damaged round: it must notice on restart and take a good copy from a peer.
+        damaged = damage_a_stored_gradient(cluster.spec(leader).data_dir / "node.sqlite", round_=2)
+        for snapshot in (cluster.spec(leader).data_dir / "snapshots").glob("*.state"):
+            snapshot.unlink()
+
         cluster.start_node(cluster.spec(leader))
         try:
             done = wait_for_round(cluster, NAMES, final_round, timeout=180)
@@ -95,3 +103,16 @@ def test_killed_leader_is_replaced_and_restarted_node_catches_up(tmp_path):
         assert [r["digest"] for r in restarted_log] == [r["digest"] for r in api(cluster, survivors[0],
                                                                                  "/log?from=1&limit=100")]
         wait_until(lambda: all(p["connected"] for p in status(cluster, leader)["peers"]), 30, "reconnection")
+    with sqlite3.connect(cluster.spec(leader).data_dir / "node.sqlite") as db:
+        (raw,) = db.execute("SELECT raw FROM gradients WHERE digest = ?", (damaged,)).fetchone()
+    assert hashlib.sha256(raw).digest() == damaged  # the damaged copy was replaced by a verified one
+
+
+def damage_a_stored_gradient(path, round_: int) -> bytes:
+    with sqlite3.connect(path) as db:
+        digest, raw = db.execute("SELECT digest, raw FROM gradients WHERE round = ? ORDER BY digest LIMIT 1",
+                                 (round_,)).fetchone()
+        flipped = bytearray(raw)
+        flipped[len(flipped) // 2] ^= 0x01
+        db.execute("UPDATE gradients SET raw = ? WHERE digest = ?", (bytes(flipped), digest))
+    return digest
