@@ -80,3 +80,26 @@ def test_rounds_json_summary_and_reuse_of_keys(tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "keys").iterdir()} == keys_before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_node_shuts_down_cleanly_with_exit_code_zero(tmp_path, signum):
+    from swarm.cluster import ClusterOptions, get_json, init_cluster
+    (spec,) = init_cluster(tmp_path, ClusterOptions(nodes=1))
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the node's logging
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "--config", str(spec.config_path)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        status = wait_until(lambda: get_json(f"{spec.api}/status", 1.0), 60, "the node's API")
+        wait_until(lambda: (get_json(f"{spec.api}/status", 1.0) or {}).get("round", 0) >= 2, 60, "two rounds")
+        assert status["peer_id"] == spec.peer_id
+        proc.send_signal(signum)
+        proc.wait(timeout=30)
+        output = log_path.read_text()
+        assert proc.returncode == 0, output[-2000:]
+        assert "stopped at round" in output
+        assert not (spec.data_dir / "api.port").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
