@@ -44,6 +44,10 @@ class Replica:
         self.rng = rng
         self.timing = AdaptiveTimeouts(config.timing)
         self.hard: HardState = persisted.hard
+        # The term this node works in. Usually hard.term (the highest term it entered); lower only after it stepped
+        # back to follow the leader of a lower term from a higher term that it entered without a quorum and never
+        # voted in (see _may_step_back).
+        self.view = 0
         self.chain: list[CommittedEntry] = list(persisted.chain)
         self.role = ELECTING
         self.leader: str | None = None
@@ -77,7 +81,8 @@ class Replica:
 
     @property
     def term(self) -> int:
-        return self.hard.term
+        """The term this node works in (its persisted term, ``hard.term``, may be higher; see _may_step_back)."""
+        return self.view
 
     @property
     def committed_round(self) -> int:
@@ -146,7 +151,8 @@ class Replica:
         self.my_preprepare: PrePrepare | None = None
 
     def _next_wake(self) -> float:
-        times = [t for t in (self.heartbeat_deadline, self.round_deadline, self.candidacy_at, self.election_deadline,
+        candidacy = self.candidacy_at if self._term_is_live(self.view) else None  # else a claim wakes us (step)
+        times = [t for t in (self.heartbeat_deadline, self.round_deadline, candidacy, self.election_deadline,
                              self.next_heartbeat) if t is not None]
         return min(times) if times else self.now + self.timing.election_timeout()
 
@@ -170,6 +176,7 @@ class Replica:
                 self.hard = replace(self.hard, term=term)  # genesis: written with the first persisted change
             else:
                 self._persist(term=term)
+        self.view = term
         self.role, self.leader, self.announcement, self.required, self.votes = ELECTING, None, None, {}, {}
         self.my_vote = None
         self.next_heartbeat = self.heartbeat_deadline = self.round_deadline = None
@@ -180,23 +187,45 @@ class Replica:
         slot = self.timing.candidacy_slot()
         my_slot = election.candidate_rank(term, self.id, self.membership.members) * slot
         jitter = self.rng.random() * slot / 4
-        self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None
+        self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None  # and _term_is_live()
         self.election_deadline = now + self.timing.election_timeout() + slot * (self.membership.f + 2)
 
     def _give_up(self) -> None:
         """The current leader (or election) failed: move to the next term."""
         self._remember_failed_leader()
         self.timing.term_failed()
-        self._enter_electing(self.hard.term + 1, self.now)
+        # A term entered earlier but stepped back from (never voted in) is the next one; else the one after ours.
+        self._enter_electing(self.hard.term if self.hard.term > self.view else self.view + 1, self.now)
 
     def _on_timeout(self, msg: Timeout) -> None:
-        if msg.term > self.highest_timeout.get(msg.sender, 0):
-            self.highest_timeout[msg.sender] = msg.term
-        target = election.adoptable_term(self.highest_timeout, self.hard.term, self.membership.weak_quorum)
+        self._term_claim(msg.sender, msg.term)
+
+    def _term_claim(self, sender: str, term: int) -> None:
+        """``sender`` signed that it is in ``term`` (a Timeout or a RequestVote): f+1 such claims pull us up."""
+        if term > self.highest_timeout.get(sender, 0):
+            self.highest_timeout[sender] = term
+        target = election.adoptable_term(self.highest_timeout, self.view, self.membership.weak_quorum)
         if target is not None:
             self._remember_failed_leader()
             self.timing.term_failed()
             self._enter_electing(target, self.now)
+
+    def _term_is_live(self, term: int) -> bool:
+        """2f+1 members entered ``term`` (genesis term 1: everyone): only then can an election in it succeed, so only
+        then does this node stand as candidate. A node that entered a term alone (cut off from the rest) thus never
+        votes in it and can still step back to the leader the others kept (see _may_step_back)."""
+        return term <= 1 or election.term_entered_by_quorum(self.highest_timeout, term, self.membership.quorum)
+
+    def _may_step_back(self, term: int) -> bool:
+        """May this node follow a certified leader of ``term`` below the term it is in?
+
+        Only while it waits alone in its term (no leader, no candidacy, fewer than 2f+1 members entered it) and it has
+        neither voted nor prepared in any term above ``term``. Safety: a term certificate above ``term`` never holds
+        its vote, so no later leader can miss a lock this node takes in ``term`` (PBFT's view-change argument needs
+        exactly that: no prepare in a lower term after a vote in a higher one); its persisted term never goes down,
+        and its prepare state (term, round) keeps rising."""
+        return (term < self.view and self.leader is None and self.role == ELECTING
+                and max(self.hard.voted_term, self.hard.prepared_term) <= term and not self._term_is_live(self.view))
 
     def _remember_failed_leader(self) -> None:
         if self.leader is not None and self.leader != self.id and self.membership.f > 0:
@@ -205,7 +234,7 @@ class Replica:
             self.failed_leaders = (self.failed_leaders + [self.leader])[-self.membership.f:]
 
     def _stand_as_candidate(self) -> None:
-        term = self.hard.term
+        term = self.view
         self.candidacy_at = None
         self._persist(voted_term=term, voted_for=self.id)
         self.role = CANDIDATE
@@ -216,12 +245,13 @@ class Replica:
         self._maybe_win()
 
     def _on_request_vote(self, msg: RequestVote) -> None:
+        self._term_claim(msg.sender, msg.term)
         if (self.my_vote is not None and self.my_vote.term == msg.term and self.my_vote.candidate == msg.sender):
             self._send(msg.sender, self.my_vote)  # retransmission: the same vote again
             return
         slot = self.timing.candidacy_slot()
         opens = self.term_entered_at + slot * election.candidate_rank(msg.term, msg.sender, self.membership.members)
-        if not election.grants_vote(msg.term, msg.round, self.hard.term, self.hard.voted_term, self.committed_round,
+        if not election.grants_vote(msg.term, msg.round, self.view, self.hard.voted_term, self.committed_round,
                                     self.leader is not None, self.now >= opens - slot / 2) \
                 or msg.sender in self.failed_leaders:
             return
@@ -231,7 +261,7 @@ class Replica:
         self._send(msg.sender, self.my_vote)
 
     def _on_vote(self, vote: Vote) -> None:
-        if (self.role != CANDIDATE or vote.term != self.hard.term or vote.candidate != self.id
+        if (self.role != CANDIDATE or vote.term != self.view or vote.candidate != self.id
                 or not self.verify.vote(vote)):
             return
         self.votes[vote.sender] = vote
@@ -240,7 +270,7 @@ class Replica:
     def _maybe_win(self) -> None:
         if len(self.votes) < self.membership.quorum:
             return
-        term = self.hard.term
+        term = self.view
         votes = tuple(self.votes[s] for s in sorted(self.votes)[:self.membership.quorum])
         announcement = self._signed(NewTerm(term, votes, self.id))
         self.role, self.leader, self.announcement = LEADER, self.id, announcement
@@ -253,12 +283,14 @@ class Replica:
         self._propose_if_ready()
 
     def _on_new_term(self, msg: NewTerm) -> None:
-        if msg.term < self.hard.term or (msg.term == self.hard.term and self.leader is not None):
+        if (msg.term < self.view and not self._may_step_back(msg.term)) or (
+                msg.term == self.view and self.leader is not None):
             return
         if msg.sender == self.id or not self.verify.term_certificate(msg):
             return
         if msg.term > self.hard.term:
             self._persist(term=msg.term)
+        self.view = msg.term
         self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), msg.term)
         self.role, self.leader, self.announcement = FOLLOWER, msg.sender, msg
         self.required = election.required_reproposals(msg.votes)
@@ -274,10 +306,10 @@ class Replica:
         now = self.now
         if self.role == LEADER and self.next_heartbeat is not None and now >= self.next_heartbeat:
             self.next_heartbeat = now + self.cfg.timing.heartbeat_interval
-            self._broadcast(self._signed(Heartbeat(self.hard.term, self.committed_round, self.id)))
+            self._broadcast(self._signed(Heartbeat(self.view, self.committed_round, self.id)))
             if self.my_preprepare is not None and self.my_preprepare.round == self.pending:
                 self._broadcast(self.my_preprepare)  # retransmit over lossy links
-                self._retransmit(self.hard.term, self.pending)
+                self._retransmit(self.view, self.pending)
         if self.role in (FOLLOWER, LEADER):
             if self.heartbeat_deadline is not None and now >= self.heartbeat_deadline:
                 return self._give_up()
@@ -285,13 +317,14 @@ class Replica:
                 return self._give_up()
         if self.role == CANDIDATE and self.next_heartbeat is not None and now >= self.next_heartbeat:
             self.next_heartbeat = now + self.cfg.timing.heartbeat_interval
-            self._broadcast(self._signed(RequestVote(self.hard.term, self.committed_round, self.id)))
+            self._broadcast(self._signed(RequestVote(self.view, self.committed_round, self.id)))
         if self.role in (ELECTING, CANDIDATE):
-            if self.candidacy_at is not None and now >= self.candidacy_at and self.hard.voted_term < self.hard.term:
+            if (self.candidacy_at is not None and now >= self.candidacy_at and self.hard.voted_term < self.view
+                    and self._term_is_live(self.view)):
                 self._stand_as_candidate()
             if self.election_deadline is not None and now >= self.election_deadline:
-                term = self.hard.term
-                if term <= 1 or election.term_entered_by_quorum(self.highest_timeout, term, self.membership.quorum):
+                term = self.view
+                if self._term_is_live(term):
                     self._give_up()
                 else:
                     self.election_deadline = now + self.timing.election_timeout() + \
@@ -318,7 +351,7 @@ class Replica:
     def _propose_if_ready(self) -> None:
         if self.role != LEADER:
             return
-        key = (self.hard.term, self.pending)
+        key = (self.view, self.pending)
         if key in self.proposed:
             return
         locked = self.required.get(self.pending)
@@ -329,14 +362,14 @@ class Replica:
             self._out.append(BuildProposal(self.pending, self.head_state_hash))
 
     def _on_proposal_built(self, entry: Entry) -> None:
-        key = (self.hard.term, self.pending)
+        key = (self.view, self.pending)
         if (self.role == LEADER and key in self.build_requested and key not in self.proposed
                 and self.pending not in self.required and entry.round == self.pending
                 and entry.parent_state_hash == self.head_state_hash):
             self._propose(entry)
 
     def _propose(self, entry: Entry) -> None:
-        term, rnd = self.hard.term, self.pending
+        term, rnd = self.view, self.pending
         self.proposed.add((term, rnd))
         pp = self._signed(PrePrepare(term, rnd, entry, self.id))
         self.my_preprepare = pp
@@ -355,13 +388,15 @@ class Replica:
         seen = self.seen_preprepares.get(key)
         if seen is not None and seen[0] != digest:
             return self._equivocation(Evidence(msg.sender, msg.term, msg.round, seen[0], seen[1], digest, msg.sig))
-        if seen is None and msg.term >= self.hard.term:
+        if seen is None and msg.term >= self.view:
             self.seen_preprepares[key] = (digest, msg.sig)
         if msg.round <= self.committed_round:
             return self._serve_catchup(msg.sender, msg.round)
-        if msg.term > self.hard.term or (msg.term == self.hard.term and self.leader is None):
+        if msg.term > self.view or (msg.term == self.view and self.leader is None):
             return self._request_catchup(msg.sender)  # we may be missing the NewTerm: it comes back with catch-up
-        if msg.term < self.hard.term or msg.sender != self.leader or self.role != FOLLOWER:
+        if msg.term < self.view and self._may_step_back(msg.term):
+            return self._request_catchup(msg.sender)  # the NewTerm of the term the others kept comes back with it
+        if msg.term < self.view or msg.sender != self.leader or self.role != FOLLOWER:
             return
         if msg.round > self.pending:
             return self._request_catchup(msg.sender)
@@ -382,7 +417,7 @@ class Replica:
             self._out.append(ValidateProposal(msg.term, msg.round, msg.entry))
 
     def _on_validation(self, ev: ValidationResult) -> None:
-        if (self.awaiting_validation.get((ev.term, ev.round)) != ev.digest or ev.term != self.hard.term
+        if (self.awaiting_validation.get((ev.term, ev.round)) != ev.digest or ev.term != self.view
                 or self.role != FOLLOWER or ev.round != self.pending):
             return
         if not ev.ok:
@@ -405,14 +440,14 @@ class Replica:
                 self._broadcast(sent)
 
     def _on_prepare(self, msg: Prepare) -> None:
-        if msg.term != self.hard.term or msg.round != self.pending:
+        if msg.term != self.view or msg.round != self.pending:
             return
         self.prepares.setdefault((msg.term, msg.round, msg.digest), {})[msg.sender] = msg.sig
         self._check_prepared(msg.term, msg.round, msg.digest)
 
     def _check_prepared(self, term: int, rnd: int, digest: bytes) -> None:
         """2f+1 Prepares matching our own: lock the certificate (persist first), then Commit."""
-        if (term != self.hard.term or self.role not in (FOLLOWER, LEADER) or (term, rnd) in self.sent_commit
+        if (term != self.view or self.role not in (FOLLOWER, LEADER) or (term, rnd) in self.sent_commit
                 or (self.hard.prepared_term, self.hard.prepared_round, self.hard.prepared_digest) != (term, rnd, digest)):
             return
         sigs = self.prepares.get((term, rnd, digest), {})
@@ -452,6 +487,7 @@ class Replica:
         self._out.append(Apply(ce))
         if self.round_started is not None:
             self.timing.observe_round(self.now - self.round_started)
+        self.timing.failed_terms = 0  # progress (catch-up included): the swarm works, back-off is over
         self.round_started = None
         self.round_deadline = None
         done = ce.entry.round
@@ -476,14 +512,14 @@ class Replica:
         self.reported.add(key)
         self._out.append(ReportEvidence(evidence))
         self._broadcast(self._signed(EvidenceMessage(evidence, self.id)))
-        if evidence.leader == self.leader and evidence.term == self.hard.term and self.role == FOLLOWER:
+        if evidence.leader == self.leader and evidence.term == self.view and self.role == FOLLOWER:
             self._give_up()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
-        if msg.term == self.hard.term and msg.sender == self.leader and self.role == FOLLOWER:
+        if msg.term == self.view and msg.sender == self.leader and self.role == FOLLOWER:
             self.heartbeat_deadline = self.now + self.timing.leader_silence_timeout()
-        if msg.round > self.committed_round or msg.term > self.hard.term or (
-                msg.term == self.hard.term and self.leader is None):
+        if msg.round > self.committed_round or msg.term > self.view or (
+                msg.term == self.view and self.leader is None) or self._may_step_back(msg.term):
             self._request_catchup(msg.sender)
         elif msg.round < self.committed_round and msg.sender == self.leader:
             self._serve_catchup(msg.sender, msg.round + 1)

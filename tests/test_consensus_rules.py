@@ -7,7 +7,7 @@ import pytest
 
 from consensus.actions import (Apply, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, ValidateProposal)
 from consensus.events import PayloadsReady, ProposalBuilt, Tick, ValidationResult
-from consensus.messages import (CatchUpResponse, Commit, CommitCertificate, CommittedEntry, EvidenceMessage,
+from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, EvidenceMessage,
                                 Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote, signing_bytes)
 from consensus.quorum import Membership, Verifier
 from consensus.replica import CANDIDATE, ELECTING, FOLLOWER, LEADER
@@ -242,6 +242,53 @@ def test_failed_leader_is_not_voted_straight_back_in():
     assert rep.term == 2
     assert sent(recv(rep, sign(RequestVote(2, 0, "b")), now=LATER * 2), Vote) == []
     assert sent(recv(rep, sign(RequestVote(2, 0, "c")), now=LATER * 2), Vote) != []
+
+
+def test_node_alone_in_a_term_does_not_stand_until_2f_plus_1_entered_it():
+    rep = follower_of("b")
+    rep.step(rep.heartbeat_deadline + 0.01, Tick())  # cut off: gives up on b alone
+    assert rep.term == 2 and rep.role == ELECTING
+    rep.step(LATER * 2, Tick())  # every slot open, election deadline passed: still no candidacy, no term 3
+    assert rep.role == ELECTING and rep.term == 2 and rep.hard.voted_term < 2
+    recv(rep, sign(Timeout(2, 0, "c")), now=LATER * 2)
+    recv(rep, sign(Timeout(2, 0, "d")), now=LATER * 2)  # now 2f+1 are in term 2
+    actions = rep.step(LATER * 2, Tick())
+    assert rep.role == CANDIDATE and sent(actions, RequestVote)
+
+
+def test_node_alone_in_a_higher_term_steps_back_to_the_leader_the_others_kept():
+    rep = follower_of("b")
+    rep.step(rep.heartbeat_deadline + 0.01, Tick())  # cut off, then healed: b still leads term 1
+    assert rep.term == 2 and rep.hard.term == 2
+    asks = recv(rep, sign(Heartbeat(1, 0, "b")))
+    assert sent(asks, CatchUpRequest)  # the NewTerm comes back with catch-up
+    actions = recv(rep, new_term(1, "b", voters=("b", "c", "d")))
+    assert (rep.term, rep.leader, rep.role) == (1, "b", FOLLOWER)
+    assert rep.hard.term == 2 and not [a for a in actions if isinstance(a, PersistHardState)]  # never goes down
+    e = entry()
+    recv(rep, preprepare(1, e))
+    actions = rep.step(LATER, ValidationResult(1, 1, e.digest(), ok=True))
+    assert sent(actions, Prepare)  # it works in term 1 again
+    rep.step(rep.heartbeat_deadline + 0.01, Tick())  # b fails later: back to term 2, not 3
+    assert rep.term == 2 and rep.role == ELECTING
+
+
+def test_no_step_back_after_voting_in_the_higher_term():
+    rep = follower_of("b")
+    rep.step(rep.heartbeat_deadline + 0.01, Tick())
+    assert sent(recv(rep, sign(RequestVote(2, 0, "c")), now=LATER * 2), Vote)
+    recv(rep, new_term(1, "b", voters=("b", "c", "d")), now=LATER * 2)
+    assert (rep.term, rep.leader) == (2, None)
+
+
+def test_no_step_back_once_2f_plus_1_entered_the_higher_term():
+    rep = follower_of("b")
+    rep.step(rep.heartbeat_deadline + 0.01, Tick())
+    recv(rep, sign(Timeout(2, 0, "c")))
+    recv(rep, sign(Timeout(2, 0, "d")))
+    rep.candidacy_at = None  # (not standing yet)
+    recv(rep, new_term(1, "b", voters=("b", "c", "d")))
+    assert (rep.term, rep.leader) == (2, None)
 
 
 # ------------------------------------------------------------------------------------------------ commit path

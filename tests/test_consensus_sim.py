@@ -11,7 +11,7 @@ from consensus.sim.runner import run_seed
 from consensus.sim.scenarios import SCENARIOS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEEDS_PER_SIZE = {4: 90, 7: 55, 10: 25}  # 12 scenarios x 170 = 2,040 seeds
+SEEDS_PER_SIZE = {4: 90, 7: 55, 10: 25}  # 13 scenarios x 170 = 2,210 seeds
 
 
 def _run_chunk(job):

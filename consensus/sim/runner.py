@@ -40,6 +40,9 @@ def run_seed(scenario: str, seed: int, n: int, byzantine: int | None = None,
                          f"{world.liveness_bound}s after GST ({world.faults.gst}s)")
     except Violation as exc:
         violation = str(exc)
+    if violation is None and world.checks:
+        violation = f"liveness: {world.checks[0][1]}"
+        live = False
     rounds = min((len(node.store.chain) for node in world.honest_nodes()), default=0)
     return SeedResult(scenario, seed, n, byzantine, violation, live, world.steps, rounds)
 

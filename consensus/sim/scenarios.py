@@ -1,6 +1,8 @@
 """Named scenarios: a fault plan for the network plus which Byzantine script the faulty nodes run."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .byzantine import SCRIPTS, Twin
 from .world import FaultPlan, World
 
@@ -9,6 +11,7 @@ NETWORK = {
     "lossy": FaultPlan(gst=8.0, drop=0.2, duplicate=0.2, max_delay=0.6),
     "partition": FaultPlan(gst=10.0, drop=0.05, max_delay=0.3, partitions=True),
     "crash": FaultPlan(gst=10.0, drop=0.05, max_delay=0.2, crashes=3),
+    "isolate_heal": FaultPlan(gst=0.0, max_delay=0.05, isolate_heal=True),
 }
 BYZANTINE = sorted(SCRIPTS) + ["twins"]
 SCENARIOS = sorted(NETWORK) + BYZANTINE + ["chaos"]
@@ -29,7 +32,7 @@ def build_world(scenario: str, seed: int, n: int, byzantine: int | None = None, 
                          crashes=pick.randrange(3))
         script_name = pick.choice(BYZANTINE)
     elif scenario in NETWORK:
-        plan = NETWORK[scenario]
+        plan = replace(NETWORK[scenario])
         script_name = None
     else:
         plan = MILD

@@ -54,6 +54,7 @@ class FaultPlan:
     max_delay: float = 0.05
     partitions: bool = False
     crashes: int = 0  # crash/restart events before GST
+    isolate_heal: bool = False  # scripted cuts of single nodes (see World.plan_isolations); GST comes after them
 
 
 @dataclass
@@ -86,6 +87,9 @@ class World:
         self.nodes: list[SimNode] = []
         self.honest: set[str] = set(self.members)
         self.partition: list[set[str]] | None = None
+        self.isolated: set[str] = set()  # cut off from everyone, GST or not (scripted faults)
+        self.frozen: dict[str, list] = {}  # SIGSTOP: the node's events wait here until it resumes
+        self.checks: list[tuple[float, str]] = []  # scripted liveness checks that failed: (time, what)
         self.target_round: int | None = None
         self.steps = 0
         self.messages = 0
@@ -126,6 +130,8 @@ class World:
         if dst == src:
             return
         self.messages += 1
+        if src in self.isolated or dst in self.isolated:
+            return
         if self.faulty():
             if self.partition is not None and not any(src in side and dst in side for side in self.partition):
                 return
@@ -220,6 +226,8 @@ class World:
 
     def plan_faults(self) -> None:
         f = self.faults
+        if f.isolate_heal:
+            self.plan_isolations()
         if f.partitions:
             t = 0.5
             while t < f.gst:
@@ -231,6 +239,61 @@ class World:
             at = self.rng.uniform(0.5, max(0.6, f.gst - 1.0))
             self.schedule(at, ("crash", node, 0, None))
             self.schedule(min(f.gst, at + self.rng.uniform(0.5, 4.0)), ("restart", node, 0, None))
+
+    def plan_isolations(self) -> None:
+        """What the real fault tests do, one after the other on one swarm: cut off one follower (or several in turn,
+        so that nodes end up in different terms) long enough for it to time out again and again, heal; then cut off or
+        freeze (SIGSTOP) the leader: the rest must elect a new leader and commit while it is gone. GST is set to the
+        end of the script, so the usual liveness check follows."""
+        t = 3.0
+        for _ in range(self.rng.randint(1, 2)):
+            length = self.rng.uniform(6.0, 25.0)
+            self.schedule(t, ("isolate", None, 0, "follower"))
+            self.schedule(t + length, ("heal", None, 0, "rejoin"))
+            t += length + self.rng.uniform(16.0, 20.0)  # the rejoin check runs 15 s after the heal
+        length = self.rng.uniform(15.0, 30.0)
+        self.schedule(t, ("isolate", None, 0, "freeze" if self.rng.random() < 0.4 else "leader"))
+        self.schedule(t + length, ("heal", None, 0, "leader"))
+        self.faults.gst = t + length + 0.01
+
+    def majority_leader(self) -> str | None:
+        """The leader most honest, connected nodes follow (in their highest term), if any."""
+        views = [(n.replica.term, n.replica.leader) for n in self.honest_nodes()
+                 if n.replica is not None and n.id not in self.isolated and n.id not in self.frozen
+                 and n.replica.leader is not None]
+        return max(views)[1] if views else None
+
+    def _isolate(self, what: str) -> None:
+        leader = self.majority_leader()
+        if what == "follower":
+            pick = [m for m in self.members if m != leader and m in self.honest]
+            node_id = self.rng.choice(pick)
+        else:
+            node_id = leader or self.rng.choice(self.members)
+        self.cut_at = (self.now, node_id, {n.id: len(n.store.chain) for n in self.nodes})
+        if what == "freeze":
+            self.frozen[node_id] = []
+        else:
+            self.isolated.add(node_id)
+
+    def _heal(self, what: str) -> None:
+        at, node_id, rounds = self.cut_at
+        self.isolated.discard(node_id)
+        for item in self.frozen.pop(node_id, []):
+            self.schedule(0.0, item)
+        if what == "leader":
+            # While the leader was away, the rest must have elected another one and committed rounds.
+            rest = [n for n in self.honest_nodes() if n.id != node_id]
+            if any(len(n.store.chain) < rounds[n.id] + 2 for n in rest):
+                self.checks.append((self.now, f"the rest did not commit 2 rounds in the {self.now - at:.0f}s "
+                                              f"{node_id} was cut off: {self.roles()}"))
+        else:
+            # The healed node must follow the swarm's leader again soon (not sit in a term of its own).
+            self.schedule(15.0, ("rejoined", None, 0, node_id))
+
+    def roles(self) -> dict:
+        return {n.id: (n.replica.role, n.replica.term, n.replica.leader, len(n.store.chain)) if n.replica else None
+                for n in self.nodes}
 
     # ------------------------------------------------------------------------------ main loop
     def honest_nodes(self) -> list[SimNode]:
@@ -262,7 +325,18 @@ class World:
             self.partition = [set(ids[:cut]), set(ids[cut:])] if self.rng.random() < 0.7 else None
             return
         if kind == "heal":
-            self.partition = None
+            if data is None:
+                self.partition = None
+            else:
+                self._heal(data)
+            return
+        if kind == "isolate":
+            self._isolate(data)
+            return
+        if kind == "rejoined":
+            leaders = {n.replica.leader for n in self.honest_nodes() if n.replica is not None}
+            if len(leaders) != 1 or None in leaders:
+                self.checks.append((self.now, f"{data} did not rejoin the leader within 15s of healing: {self.roles()}"))
             return
         if kind == "crash":
             if node.replica is not None:
@@ -273,6 +347,9 @@ class World:
                 self._start(node)
             return
         if node.replica is None or incarnation != node.incarnation:
+            return
+        if node.id in self.frozen:
+            self.frozen[node.id].append((kind, node, incarnation, data))
             return
         if kind == "msg":
             self.feed(node, Received(data))
