@@ -94,7 +94,7 @@ def run_up(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     cluster.start()
     for spec in specs:
-        console.print(f"{spec.name}: API {spec.api}  ({spec.peer_id})", highlight=False)
+        console.print(f"{spec.name}: API {spec.api}  ({spec.peer_id})", highlight=False, soft_wrap=True)
     started = time.monotonic()
     shown = 0
     summary = None

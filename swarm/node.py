@@ -689,8 +689,8 @@ class Node:
             self.store.save_snapshot(self.state.round, self.state.hash, self.state.serialize())
         record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, None, None,
                              applied.rule_used if applied else entry.rule,
-                             [self.genesis.name_of(p) for p in (applied.aggregated if applied else ())],
-                             [self.genesis.name_of(p) for p in (applied.quarantined if applied else ())],
+                             sorted(self.genesis.name_of(p) for p in (applied.aggregated if applied else ())),
+                             sorted(self.genesis.name_of(p) for p in (applied.quarantined if applied else ())),
                              time.time(),
                              {self.genesis.name_of(peer): round(reputation.score(rep), 6)
                               for peer, rep in self.state.reputation})
