@@ -151,7 +151,7 @@ class Replica:
         self.my_preprepare: PrePrepare | None = None
 
     def _next_wake(self) -> float:
-        candidacy = self.candidacy_at if self._term_is_live(self.view) else None  # else a claim wakes us (step)
+        candidacy = self.candidacy_at if self._term_is_live(self.view) and self.id not in self.failed_leaders else None
         times = [t for t in (self.heartbeat_deadline, self.round_deadline, candidacy, self.election_deadline,
                              self.next_heartbeat) if t is not None]
         return min(times) if times else self.now + self.timing.election_timeout()
@@ -228,7 +228,9 @@ class Replica:
                 and max(self.hard.voted_term, self.hard.prepared_term) <= term and not self._term_is_live(self.view))
 
     def _remember_failed_leader(self) -> None:
-        if self.leader is not None and self.leader != self.id and self.membership.f > 0:
+        # Itself included: voters that gave up on it refuse it, so standing would only waste its own vote (with f
+        # nodes down, every live vote is needed).
+        if self.leader is not None and self.membership.f > 0:
             if self.leader in self.failed_leaders:
                 self.failed_leaders.remove(self.leader)
             self.failed_leaders = (self.failed_leaders + [self.leader])[-self.membership.f:]
@@ -320,7 +322,7 @@ class Replica:
             self._broadcast(self._signed(RequestVote(self.view, self.committed_round, self.id)))
         if self.role in (ELECTING, CANDIDATE):
             if (self.candidacy_at is not None and now >= self.candidacy_at and self.hard.voted_term < self.view
-                    and self._term_is_live(self.view)):
+                    and self._term_is_live(self.view) and self.id not in self.failed_leaders):
                 self._stand_as_candidate()
             if self.election_deadline is not None and now >= self.election_deadline:
                 term = self.view

@@ -43,10 +43,16 @@ class AdaptiveTimeouts:
         """How long without a heartbeat before the leader is presumed dead."""
         return min(self.cfg.max_timeout, max(4 * self.cfg.heartbeat_interval, self.round_timeout() / 2))
 
+    def _election_backoff(self) -> float:
+        """Elections back off linearly: unbounded growth still outlasts any delay bound after GST, but a few split or
+        wasted terms (a candidate the others refuse) no longer push the next election minutes away."""
+        return 1.0 + self.failed_terms
+
     def election_timeout(self) -> float:
         """How long a term without a leader lasts before moving on."""
-        return min(self.cfg.max_timeout, 2 * self.round_timeout())
+        base = max(self.cfg.min_round_timeout, self.cfg.margin * self.estimate)
+        return min(self.cfg.max_timeout, 2 * base * self._election_backoff())
 
     def candidacy_slot(self) -> float:
         """The gap between successive candidates of a term (see election.candidate_rank), backed off like the rest."""
-        return min(self.cfg.max_timeout, self.cfg.candidacy_delay * self._backoff())
+        return min(self.cfg.max_timeout, self.cfg.candidacy_delay * self._election_backoff())
