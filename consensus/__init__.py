@@ -56,7 +56,11 @@ Protocol in brief
 - Terms: a node enters term t+1 when its leader fails (no heartbeat, no commit within the round timeout while
   payloads wait, an invalid, wrong-parent or view-change-breaking proposal, or signed equivocation evidence) and
   broadcasts a signed ``Timeout``. It adopts a higher term only from f+1 Timeouts (taking the (f+1)-th highest claim)
-  or a valid ``NewTerm`` (term certificate); it gives up on a term without leader only once 2f+1 entered it.
+  or a valid ``NewTerm`` (term certificate); it gives up on a term without leader only once 2f+1 entered it, and
+  stands as candidate only then. A node that entered a term alone (cut off) thus never votes in it, and once healed
+  steps back to the certified leader the others kept (``replica.term`` is the term it works in; the persisted
+  ``hard.term`` never goes down); it never prepares in a term below one it voted or prepared in. A leader that
+  failed does not stand again while it is among the last f failed leaders (voters would refuse it).
 - Candidates stand in a per-term pseudo-random order (``election.candidate_rank``) in back-off slots; voters refuse a
   candidate before its slot, one that led a term they recently gave up on, or one whose chain is shorter. One vote
   per term, persisted; a ``Vote`` carries the voter's highest prepared certificate. 2f+1 votes form the term
