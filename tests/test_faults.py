@@ -39,13 +39,12 @@ class Swarm:
         return status["round"]
 
     def leader(self, names: list[str], above_term: int = -1) -> str:
-        """The leader that all but one of the given nodes follow in a term above ``above_term``: one node
-        may lag in its view (see the xfail in the first test)."""
+        """The leader that every one of the given nodes follows, in a term above ``above_term``."""
         def agreed():
             views = [(s["leader_name"], s["term"]) for s in (self.status(n) for n in names) if s]
-            leaders = [name for name, term in views if term > above_term]
-            best = max(set(leaders), key=leaders.count) if leaders else None
-            return best if best is not None and leaders.count(best) >= len(names) - 1 else None
+            leaders = {name for name, term in views if term > above_term}
+            return next(iter(leaders)) if len(views) == len(names) and len(leaders) == 1 and None not in leaders \
+                and all(term > above_term for _, term in views) else None
         return wait_until(agreed, 30, f"{names} to agree on a leader", lambda: self.roles(names))
 
     def roles(self, names: list[str]) -> dict:
