@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -40,8 +41,18 @@ async def serve(config, genesis, key) -> int:
     except ValueError as exc:
         raise UserFacingError(str(exc)) from None
     loop = asyncio.get_running_loop()
+    received = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            node.stop()  # clean: streams closed, store flushed, exit 0
+        else:
+            logging.getLogger("swarm.node").warning("second signal: exiting at once")
+            os._exit(128 + signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, node.stop)
+        loop.add_signal_handler(signum, on_signal, signum)
     runner, port = await start_api(node, config.api.host, config.api.port, config.api.token)
     port_file = Path(config.data_dir) / "api.port"
     port_file.write_text(f"{port}\n")

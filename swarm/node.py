@@ -107,7 +107,7 @@ class Node:
         self.pool = GradientPool()
         self.scores = PeerScores()
         self.metrics = Metrics()
-        self.history: deque[RoundRecord] = deque(maxlen=10_000)
+        self.history: deque[RoundRecord] = deque(maxlen=2048)
         self.evidence: dict[bytes, Any] = {}
         self.diverged: str | None = None
         self.started = time.time()
@@ -126,6 +126,7 @@ class Node:
         self._wake = asyncio.Event()
         self._wake_at = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._state_pool = ThreadPoolExecutor(1, thread_name_prefix="apply")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
@@ -212,9 +213,9 @@ class Node:
         if self.state.round >= self.core.committed_round:
             self._start_round()
         await self._stopping.wait()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         await self.transport.stop()
         self._state_pool.shutdown(wait=True, cancel_futures=True)
         self._train_pool.shutdown(wait=True, cancel_futures=True)
@@ -222,7 +223,19 @@ class Node:
         log.info("node %s stopped at round %d", self.name, self.state.round)
 
     def stop(self) -> None:
+        log.info("stopping (signal or request)")
         self._stopping.set()
+
+    def _spawn(self, coroutine, name: str) -> None:
+        """A background task that shutdown cancels and whose failure is logged, never lost."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self._stopping.is_set():
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------------------------------------- core driving
     def _step(self, event) -> None:
@@ -348,7 +361,7 @@ class Node:
             # A peer that (re)joins may have missed this round's gradient: push it again.
             mine = next((g for g in self.pool.for_round(self.state.round + 1) if g.sender == self.id), None)
             if mine is not None:
-                asyncio.create_task(self.transport.push(mine.raw))
+                self._spawn(self._push(mine.raw), "repush")
 
     def _get_payload(self, digest: bytes) -> bytes | None:
         gradient = self.pool.by_digest(digest)
@@ -390,7 +403,7 @@ class Node:
             return
         self._training_round = round_
         observed = [g.vector for g in self.pool.previous] if self.adversary is not None else []
-        asyncio.create_task(self._train_and_push(round_, self.state, observed), name=f"train-{round_}")
+        self._spawn(self._train_and_push(round_, self.state, observed), f"train-{round_}")
         self._check_ready()
 
     async def _train_and_push(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor]) -> None:
@@ -700,7 +713,7 @@ class Node:
             log.info("reached max_rounds=%d", self.config.max_rounds)
         if self.state.round >= self.core.committed_round:
             self._start_round()  # training of the next round first: evaluation is for humans and can wait
-        asyncio.create_task(self._evaluate(record, params, commit_ms))
+        self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
 
     async def _evaluate(self, record: RoundRecord, params: torch.Tensor, commit_ms: str) -> None:
         loop = asyncio.get_running_loop()
