@@ -116,3 +116,23 @@ def damage_a_stored_gradient(path, round_: int) -> bytes:
         flipped[len(flipped) // 2] ^= 0x01
         db.execute("UPDATE gradients SET raw = ? WHERE digest = ?", (bytes(flipped), digest))
     return digest
+
+
+def test_late_joiner_catches_up_from_certified_entries(tmp_path):
+    final_round = 16
+    specs_started = NAMES[:3]
+    from swarm.cluster import Cluster, ClusterOptions, init_cluster
+    specs = init_cluster(tmp_path, ClusterOptions(max_rounds=final_round))
+    cluster = Cluster(tmp_path, specs)
+    try:
+        for name in specs_started:
+            cluster.start_node(cluster.spec(name))
+        wait_for_round(cluster, specs_started, 8, timeout=240)  # three of four commit on their own (quorum 3)
+        cluster.start_node(cluster.spec("node3"))
+        done = wait_for_round(cluster, NAMES, final_round, timeout=240)
+        assert len({s["state_hash"] for s in done.values()}) == 1, done
+        joiner_log = api(cluster, "node3", "/log?from=1&limit=100")
+        assert [r["digest"] for r in joiner_log] == [r["digest"] for r in api(cluster, "node0", "/log?from=1&limit=100")]
+        assert len(joiner_log) == final_round
+    finally:
+        cluster.stop()
