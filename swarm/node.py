@@ -46,6 +46,7 @@ log = logging.getLogger("swarm.node")
 
 FETCH_TIMEOUT_S = 5.0
 APPLY_RETRY_S = 1.0
+HISTORY_ROUNDS = 512  # rounds of loss/accuracy/reputation kept in memory for the API (the store keeps the chain)
 READY_GRACE_S = 0.25
 
 
@@ -107,7 +108,7 @@ class Node:
         self.pool = GradientPool()
         self.scores = PeerScores()
         self.metrics = Metrics()
-        self.history: deque[RoundRecord] = deque(maxlen=2048)
+        self.history: deque[RoundRecord] = deque(maxlen=HISTORY_ROUNDS)
         self.evidence: dict[bytes, Any] = {}
         self.diverged: str | None = None
         self.started = time.time()
