@@ -219,7 +219,8 @@ def test_live_node_survives_100k_fuzzed_messages(tmp_path):
         fuzzer_row = next(row for row in peers if row["name"] == FUZZER)
         after = rejected_by(peers, FUZZER)
         counted = after - before
-        assert fuzzer_row["banned"], fuzzer_row
+        # It was banned: messages were dropped unread (the ban itself may have run out by now: BAN_SECONDS).
+        assert counted["banned"] > 0, (counted, fuzzer_row)
         assert sum(counted.values()) >= 5, counted  # it took several rejections to exhaust the local score
         known = {"truncated", "bad_magic", "bad_version", "bad_type", "bad_tag", "bad_count", "bad_fields",
                  "bad_utf8", "bad_signature", "non_canonical", "non_finite", "too_deep", "too_large",
