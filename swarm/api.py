@@ -140,12 +140,7 @@ def log_view(node: "Node", start: int, limit: int) -> list[dict]:
 
 
 def _senders(node: "Node", digests: list[bytes]) -> list[str]:
-    senders = []
-    for digest in digests:
-        raw = node.store.gradient(digest)
-        if raw is not None:
-            senders.append(node._sender_of(raw))
-    return sorted(senders)
+    return sorted(node.store.gradient_senders(digests))
 
 
 async def commit_log(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ import torch
 from consensus.actions import (Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send,
                                ValidateProposal, WakeAt)
 from consensus.events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, evidence_to_plain)
+from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain, evidence_from_plain, evidence_to_plain
 from consensus.replica import Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
 from crypto.envelope import decode as decode_envelope, open_envelope
@@ -652,15 +652,10 @@ class Node:
             elif self.store.gradient(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         asyncio.get_running_loop().run_in_executor(None, self.store.add_gradients, rows)
-        evidence = [e["leader"] for e in entry.params.get("evidence", [])]
-        if evidence:
-            from consensus.messages import evidence_from_plain
+        if entry.params.get("evidence"):
             digests = self._committed_evidence() | {evidence_from_plain(e).digest() for e in entry.params["evidence"]}
             self.store.put_meta("evidence_digests", sorted(digests))
         self.state = applied.state
-
-    def _sender_of(self, raw: bytes) -> str:
-        return decode_envelope(raw, self.config.transport.max_payload_bytes).sender
 
     async def _resync_from_snapshot(self, entry: Entry) -> bool:
         """Replace our state by a peer's snapshot whose hash the commit certificate signs (fetched by that hash)."""

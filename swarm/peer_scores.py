@@ -57,9 +57,4 @@ class PeerScores:
 
     def is_banned(self, peer: str, now: float) -> bool:
         entry = self._scores.get(peer)
-        if entry is None or entry.banned_until <= now:
-            return False
-        return True
-
-    def snapshot(self) -> dict[str, LocalScore]:
-        return dict(self._scores)
+        return entry is not None and entry.banned_until > now

@@ -120,6 +120,12 @@ class Store:
             row = self._db.execute("SELECT raw FROM gradients WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else row[0]
 
+    def gradient_senders(self, digests: list[bytes]) -> list[str]:
+        """Who sent the stored gradients with these digests (the sender recorded when the entry was adopted)."""
+        with self._lock:
+            return [row[0] for digest in digests
+                    for row in self._db.execute("SELECT sender FROM gradients WHERE digest = ?", (digest,))]
+
     # ---------------------------------------------------------------- snapshots
     def save_snapshot(self, round_: int, state_hash: bytes, data: bytes) -> Path:
         path = self.snapshot_path(state_hash)

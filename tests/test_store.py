@@ -18,6 +18,7 @@ def test_chain_appends_in_order_and_survives_reopen(tmp_path):
     assert [r.round for r in store.rows()] == [1, 2]
     assert store.row(1).entry == {"round": 1}
     assert store.gradient(b"g" * 32) == b"raw"
+    assert store.gradient_senders([b"g" * 32, b"x" * 32]) == ["a"]
     store.close()
 
 

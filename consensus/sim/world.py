@@ -14,10 +14,10 @@ from ..actions import Apply, Broadcast, BuildProposal, PersistEntry, PersistHard
 from ..events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
 from ..replica import Config, Replica
-from ..state import HardState, PersistedState
+from ..state import PersistedState
 from ..timing import TimingConfig
 from .fakecrypto import KeyRing
-from .invariants import Invariants, Violation
+from .invariants import Invariants
 
 RULE = "mean"
 GENESIS = hashlib.sha256(b"sim-genesis").digest()
