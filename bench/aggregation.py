@@ -4,7 +4,10 @@
     python -m bench.aggregation --n 8 --d 100000 --repeat 1   # quick
 
 Baselines in the same run: Krum with torch.cdist, median with torch.median(dim=0), trimmed mean with
-torch.sort(dim=0), and a plain stack.sum(0) as the memory-bandwidth yardstick.
+torch.sort(dim=0), and a plain stack.sum(0) as the memory-bandwidth yardstick. The last column says which
+pass decided each distance-based rule's selection over its timed calls (swarm.aggregation.certified.PATHS:
+"fast" and "fast-k32"/"fast-centred" are certified float32 passes, "exact" the exact fallback), and the
+summary line gives the certification hit rate.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 
 import torch
 
-from swarm.aggregation import aggregate
+from swarm.aggregation import aggregate, certified
 
 
 def krum_cdist(stack: torch.Tensor, f: int) -> torch.Tensor:
@@ -55,7 +58,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, best of {args.repeat}")
-    print(f"{'n':>3} {'d':>9} {'rule':<18} {'ms/call':>10} {'GB/s':>7} {'vs base':>8}")
+    print(f"{'n':>3} {'d':>9} {'rule':<18} {'ms/call':>10} {'GB/s':>7} {'vs base':>8}  path")
     for d in (int(x) for x in args.d):
         for n in args.n:
             stack = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
@@ -70,15 +73,24 @@ def main(argv=None) -> None:
             for rule in args.rules:
                 if rule not in calls:
                     calls[rule] = (lambda r: lambda: aggregate(r, stack, f))(rule)
-            times = {rule: timed(calls[rule], args.repeat) for rule in args.rules}
+            times, paths = {}, {}
+            for rule in args.rules:
+                before = dict(certified.PATHS)
+                times[rule] = timed(calls[rule], args.repeat)
+                used = {k: v - before.get(k, 0) for k, v in certified.PATHS.items() if v > before.get(k, 0)}
+                paths[rule] = " ".join(f"{k}x{v}" for k, v in sorted(used.items()))
             baseline = {"krum": "krum_cdist", "median": "median_torch", "trimmed_mean": "trimmed_sort",
                         "mean": "sum"}
             for rule in args.rules:
                 t = times[rule]
                 base = baseline.get(rule)
                 ratio = f"{times[base] / t:7.1f}x" if base in times else ""
-                print(f"{n:>3} {d:>9} {rule:<18} {t * 1e3:>10.1f} {gb / t:>7.2f} {ratio:>8}", flush=True)
+                print(f"{n:>3} {d:>9} {rule:<18} {t * 1e3:>10.1f} {gb / t:>7.2f} {ratio:>8}  {paths[rule]}", flush=True)
             del stack
+    decided = sum(certified.PATHS.values())
+    if decided:
+        fast = decided - certified.PATHS.get("exact", 0)
+        print(f"certified fast decisions: {fast}/{decided} ({100.0 * fast / decided:.0f}%): {dict(certified.PATHS)}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import math
 import torch
 
 from crypto.wire import DecodeError, Reader
-from swarm.tensor_codec import encode_tensor, read_tensor
+from swarm.tensor_codec import all_finite, encode_tensor, read_tensor
 
 MAGIC = b"SC"
 VERSION = 1
@@ -77,7 +77,7 @@ def encode(vector: torch.Tensor, scheme: str = "none", *, k: float = 0.01, chunk
     if scheme not in SCHEMES:
         raise ValueError(f"unknown compression scheme {scheme!r}; known: {sorted(SCHEMES)}")
     vector = vector.detach().to("cpu", torch.float32).reshape(-1)
-    if not bool(torch.isfinite(vector).all()):
+    if not all_finite(vector):
         raise ValueError("cannot compress a vector holding NaN or Inf")
     if not 1 <= chunk <= MAX_CHUNK:
         raise ValueError(f"chunk must be in [1, {MAX_CHUNK}]")
@@ -131,7 +131,7 @@ def _read_codes(reader: Reader, count: int, chunk: int, max_bytes: int) -> torch
     if bool((codes == -128).any()):
         raise DecodeError("bad_code", "int8 code -128 is never produced")
     values = _dequantize(scales, codes, chunk)
-    if not bool(torch.isfinite(values).all()):
+    if not all_finite(values):
         raise DecodeError("non_finite", "dequantised value overflows")
     return values
 

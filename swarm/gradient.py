@@ -15,6 +15,7 @@ import torch
 from crypto.envelope import Envelope, MessageType, open_envelope, seal
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
+from swarm.tensor_codec import all_finite
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,6 @@ def verify_gradient(raw: bytes, *, swarm_id: str, members: set[str], max_size: i
     if parent is not None and claimed_parent != parent:
         raise DecodeError("wrong_parent", "gradient built on another state")
     vector = decode_payload(envelope.payload)
-    if not torch.isfinite(vector).all():
+    if not all_finite(vector):
         raise DecodeError("non_finite", "gradient holds NaN or infinite values")
     return Gradient(sender, envelope.round, claimed_parent, digest_of(raw), bytes(raw), vector)

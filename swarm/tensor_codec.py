@@ -76,9 +76,17 @@ def read_tensor(reader: Reader, max_bytes: int, *, dtype: torch.dtype | None = N
     raw = reader.take(nbytes)  # raises 'truncated' before any allocation
     array = np.frombuffer(raw, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=True).reshape(dims)
     tensor = torch.from_numpy(array)
-    if require_finite and code in _FLOAT_CODES and not bool(torch.isfinite(tensor).all()):
+    if require_finite and code in _FLOAT_CODES and not all_finite(tensor):
         raise DecodeError("non_finite", "tensor holds NaN or Inf")
     return tensor
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no element is NaN or infinite, in one pass: a float64 sum of finite float16/32 values cannot
+    overflow (|sum| <= count * 3.4e38), and any NaN or Inf makes it non-finite, whatever the summation order."""
+    if tensor.numel() == 0:
+        return True
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float64)))
 
 
 def decode_tensor(data: bytes | memoryview, max_bytes: int, **expect) -> torch.Tensor:

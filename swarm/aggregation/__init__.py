@@ -10,12 +10,15 @@ Prefix a rule with ``nnm+`` (or pass ``nnm=True``) to apply nearest-neighbour mi
 weighted), median (weighted median) and trimmed_mean (weighted trimmed mean). ``weight_floor``: rows whose
 weight is below it, or zero, are excluded before the rule runs (indices in the result stay the original ones).
 Rows must be finite; preconditions (n >= 2f+3 for Krum, n >= 4f+3 for Bulyan...) raise ValueError.
+Distance-based selections (Krum, Multi-Krum, Bulyan, NNM) come from a certified float32 pass when its error
+bounds prove them equal to the exact path's, else from the exact path (certified.py); ``info["distance_path"]``
+(``info["nnm_distance_path"]`` for NNM) says which. The vector and the selection are the same either way.
 """
 from __future__ import annotations
 
 import torch
 
-from ._common import AggregationResult, check_f, check_stack, check_weights
+from ._common import AggregationResult, check_f, check_stack, check_weights, require_finite
 from .bulyan import aggregate_bulyan
 from .centered_clipping import aggregate_centered_clipping
 from .krum import aggregate_krum, aggregate_multikrum
@@ -33,6 +36,9 @@ RULES = {
     "bulyan": aggregate_bulyan,
     "centered_clipping": aggregate_centered_clipping,
 }
+
+#: Rules that check finiteness themselves during their first pass over the data (krum.py), sparing a pass.
+SELF_CHECKING = frozenset({"krum", "multikrum"})
 
 __all__ = ["AggregationResult", "RULES", "aggregate", "parse_rule"]
 
@@ -53,7 +59,8 @@ def aggregate(rule: str, vectors: torch.Tensor, f: int, weights=None, *, nnm: bo
               weight_floor: float = 0.0, **options) -> AggregationResult:
     """Aggregate an (n, d) stack with ``rule`` tolerating ``f`` Byzantine rows; see the module docstring."""
     name, nnm = parse_rule(rule, nnm)
-    vectors = check_stack(vectors)
+    deferred = name in SELF_CHECKING and not nnm  # the rule's own first pass proves the rows finite
+    vectors = check_stack(vectors, finite=not deferred)
     f = check_f(f)
     n = vectors.shape[0]
     w = check_weights(weights, n)
@@ -63,12 +70,15 @@ def aggregate(rule: str, vectors: torch.Tensor, f: int, weights=None, *, nnm: bo
         if not kept:
             raise ValueError(f"every row's weight is zero or below the floor {weight_floor}")
         if len(kept) < n:
+            if deferred:
+                require_finite(vectors)
             vectors = vectors[kept]
             w = w[kept]
     info = {}
     if nnm:
-        vectors, neighbours = nearest_neighbour_mixing(vectors, f)
+        vectors, neighbours, path = nearest_neighbour_mixing(vectors, f)
         info["nnm_neighbours"] = [[kept[j] for j in row] for row in neighbours]
+        info["nnm_distance_path"] = path
     result = RULES[name](vectors, f, w, **options)
     scores = None
     if result.scores is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import weighted_small
 from .order_stats import _batcher_network
 
 COLUMNS_PER_STEP = 1 << 14
@@ -44,6 +45,10 @@ def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     table of the 2^n subset sums (n <= 16), so each coordinate costs n-1 comparisons and one gather per row.
     """
     n, d = vectors.shape
+    if weighted_small.supports(n):
+        fast = weighted_small.weighted_median_small(vectors, weights)
+        if fast is not None:
+            return fast
     if n > MAX_TABLE_ROWS:
         raise ValueError(f"weighted median supports at most {MAX_TABLE_ROWS} rows, got {n}")
     weights = weights.to(torch.float64)
