@@ -75,4 +75,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--ratio", type=float, default=0.01)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (as the swarm node's)")
+    arguments = parser.parse_args()
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    asyncio.run(main(arguments))

@@ -3,7 +3,8 @@
     python -m bench.transport [--repeats 3] [--pings 500]
 
 Push: MB/s of payload for 1, 8 and 32 MB pushed to one peer and to three peers concurrently (time until every
-peer acknowledged a digest-checked copy; MB/s counts the payload once, not once per peer). The TCP baseline does
+peer acknowledged a digest-checked copy; MB/s counts the payload once, not once per peer). Pushes to a peer reuse
+the push stream the warm-up opened, as a running node does (see swarm/transport/bulk.py). The TCP baseline does
 the same work: length + SHA-256 header, body, digest check on arrival, one-byte ack. Control: round trip of a
 small message (ping -> pong on the long-lived control stream, through both nodes' asyncio<->trio bridges),
 against an asyncio TCP echo. Medians over the repeats.
@@ -110,7 +111,7 @@ def libp2p_bench(repeats: int, pings: int) -> dict[str, object]:
             cluster = Cluster(Path(folder), fanout + 1)
             try:
                 cluster.start_all()
-                cluster.wait_mesh()
+                cluster.wait_mesh(timeout=60)  # a loaded 2-core box can take a while to start 4 processes
                 src = cluster.peers[0]
                 src.call("POST", "/push", {"size": 1 << 20, "seed": 999})  # warm-up
                 for size in SIZES:

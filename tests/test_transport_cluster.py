@@ -85,6 +85,31 @@ def test_8mb_push_arrives_intact_at_three_peers_and_can_be_fetched(cluster: Clus
     assert missing["found"] is False
 
 
+def test_push_to_chosen_peers_reaches_only_them(cluster: Cluster) -> None:
+    """What a follower uses to hand a round's payloads to a leader that lacks them."""
+    src, chosen = cluster.peers[3], cluster.peers[1]
+    result = src.call("POST", "/push", {"size": 100_000, "seed": 7, "to": [chosen.peer_id]})
+    assert list(result["results"]) == [chosen.peer_id] and result["results"][chosen.peer_id]["ok"], result
+    for peer in cluster.peers[:3]:
+        got = [x for x in peer.received()["payloads"] if x["digest"] == result["digest"]]
+        assert len(got) == (1 if peer is chosen else 0), peer.peer_id
+
+
+def test_pushes_reuse_one_stream_per_peer(cluster: Cluster) -> None:
+    """Back-to-back pushes travel on the stream the first one opened (no negotiation per push), intact."""
+    src = cluster.peers[2]
+    src.call("POST", "/push", {"size": 70_000, "seed": 1})
+    opened = src.status()["stats"]["push_streams_opened"]
+    assert opened >= 3
+    digests = [src.call("POST", "/push", {"size": size, "seed": i})["digest"]
+               for i, size in enumerate([10, 1 << 20, 3 << 20, 0, 65_536, 300_001])]
+    assert src.status()["stats"]["push_streams_opened"] == opened
+    for peer in cluster.peers:
+        if peer is not src:
+            rec = [p for p in peer.received()["payloads"] if p["from"] == src.peer_id]
+            assert [p["digest"] for p in rec[-6:]] == digests and all(p["digest_ok"] for p in rec)
+
+
 def test_1000_control_messages_arrive_complete_and_in_order(cluster: Cluster) -> None:
     src, dst = cluster.peers[0], cluster.peers[3]
     dst.call("POST", "/clear")
@@ -108,6 +133,7 @@ def test_kill_9_is_noticed_within_2s_and_restart_reconnects(cluster: Cluster) ->
     cluster.wait_ready(victim)
     cluster.wait_mesh(timeout=10)
     assert_healthy(cluster, sender_index=3)
+    assert_healthy(cluster, sender_index=0)  # node0's push streams to the old process are gone: new ones work
 
 
 def test_frozen_peer_is_noticed_from_heartbeats(cluster: Cluster) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import pytest
 import trio
@@ -75,6 +76,9 @@ def test_exact_reads_loop_and_digest_is_checked() -> None:
     assert trio.run(read_body_checked, FakeStream(*pieces), len(data), b"\0" * 32) is None
     with pytest.raises(StreamClosed):
         trio.run(read_exact, FakeStream(data[:10]), 11)
+    small = data[:5000]  # below PARALLEL_HASH_BYTES: hashed inline; the 1 MiB body above went to the hash thread
+    assert trio.run(read_body_checked, FakeStream(small[:7], small[7:]), len(small), hashlib.sha256(small).digest()) == small
+    assert trio.run(read_body_checked, FakeStream(small), len(small), digest) is None
 
 
 def test_queue_drops_oldest_and_counts() -> None:
@@ -118,3 +122,188 @@ def test_bridge_round_trips_both_ways_and_stops() -> None:
         assert not bridge.running
 
     asyncio.run(main())
+
+
+# ---- fast path over py-libp2p's Noise session (swarm/transport/fastpath.py) ------------------------------------
+class _Cipher:
+    """A Noise transport cipher state stand-in: real ChaCha20-Poly1305, nonces counted per direction."""
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+        self.aead, self.n_out, self.n_in = ChaCha20Poly1305(key), 0, 0
+
+    def encrypt(self, data: bytes) -> bytes:
+        assert isinstance(data, bytes) and len(data) <= 65519  # what noise's NoiseConnection insists on
+        self.n_out += 1
+        return self.aead.encrypt(self.n_out.to_bytes(12, "little"), data, None)
+
+    def decrypt(self, data: bytes) -> bytes:
+        assert isinstance(data, bytes) and len(data) <= 65535
+        self.n_in += 1
+        return self.aead.decrypt(self.n_in.to_bytes(12, "little"), data, None)
+
+
+class _Pipe:
+    """A raw connection: what is written is read back in chunks of pseudo-random sizes (down to 1 byte)."""
+
+    def __init__(self, seed: int = 1) -> None:
+        import random
+        self.data, self.rng, self.closed, self.writes = bytearray(), random.Random(seed), False, 0
+
+    async def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.data += data
+
+    async def read(self, n: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if not self.data:
+            return b""
+        take = min(n or len(self.data), self.rng.choice([1, 2, 3, 17, 1000, 65537, 70000, 1 << 18]), len(self.data))
+        out = bytes(self.data[:take])
+        del self.data[:take]
+        return out
+
+
+def _sessions(pipe: _Pipe, fast_writer: bool, fast_reader: bool):  # type: ignore[no-untyped-def]
+    from libp2p.security.noise.io import NoiseTransportReadWriter
+    from libp2p.security.secure_session import SecureSession
+
+    from swarm.transport import fastpath
+
+    key = bytes(range(32))
+    out = []
+    for fast in (fast_writer, fast_reader):
+        session = SecureSession(local_peer=None, local_private_key=None, remote_peer=None,  # type: ignore[arg-type]
+                                remote_permanent_pubkey=None, is_initiator=True,  # type: ignore[arg-type]
+                                conn=NoiseTransportReadWriter(pipe, _Cipher(key)))  # type: ignore[arg-type]
+        if fast:
+            assert fastpath.accelerate(session) is session and type(session) is fastpath.FastNoiseSession
+        out.append(session)
+    return out
+
+
+@pytest.mark.skipif(not __import__("swarm.transport.fastpath").transport.fastpath.available(),
+                    reason="fast path not available for this libp2p version")
+@pytest.mark.parametrize("fast_writer,fast_reader", [(True, True), (True, False), (False, True)])
+def test_fast_noise_session_is_wire_compatible_with_the_stock_one(fast_writer: bool, fast_reader: bool) -> None:
+    """Same bytes on the wire both ways: any mix of stock and fast sessions, any read sizes, any chunking."""
+    import random
+    rng = random.Random(5)
+    messages = [rng.randbytes(rng.choice([0, 1, 12, 65519, 65520, 200_000, 1 << 20])) for _ in range(40)]
+    blob = b"".join(messages)
+
+    async def go() -> bytes:
+        pipe = _Pipe()
+        writer, reader = _sessions(pipe, fast_writer, fast_reader)
+        for m in messages:
+            if m:
+                await writer.write(m)
+        got = bytearray()
+        while len(got) < len(blob):
+            n = rng.choice([1, 12, 7, 65507, 262144, 1 << 20])
+            part = await reader.read(min(n, len(blob) - len(got)))
+            assert 0 < len(part) <= n
+            got += part
+        return bytes(got)
+
+    assert trio.run(go) == blob
+
+
+@pytest.mark.skipif(not __import__("swarm.transport.fastpath").transport.fastpath.available(),
+                    reason="fast path not available for this libp2p version")
+def test_fast_noise_session_batches_sends_and_rejects_tampering() -> None:
+    from libp2p.io.exceptions import ConnectionClosedError
+
+    async def go() -> None:
+        pipe = _Pipe()
+        writer, reader = _sessions(pipe, True, True)
+        await writer.write(bytes(300_000))  # 5 Noise messages, one send
+        assert pipe.writes == 1
+        assert len(pipe.data) == 300_000 + 5 * (2 + 16)
+        pipe.data[100] ^= 1  # flip one ciphertext bit: the AEAD tag check fails, as in the stock session
+        with pytest.raises(Exception) as info:
+            await reader.read(10)
+        assert not isinstance(info.value, AssertionError)
+        # a clean EOF: nothing buffered raises, like libp2p's own session
+        _, empty = _sessions(_Pipe(), True, True)
+        with pytest.raises(ConnectionClosedError):
+            await empty.read(5)
+
+    trio.run(go)
+
+
+def test_fast_path_guards() -> None:
+    from swarm.transport import fastpath
+
+    class NotASession:
+        pass
+
+    other = NotASession()
+    assert fastpath.accelerate(other) is other and type(other) is NotASession
+    if fastpath.available():
+        import libp2p.stream_muxer.yamux.yamux as yamux
+        assert fastpath.install() and fastpath.install()  # idempotent
+        assert yamux.MAX_MESSAGE_SIZE == fastpath.YAMUX_FRAME_BYTES
+        assert yamux.Yamux._read_data_body is fastpath._read_data_body
+    else:  # another libp2p version: nothing is touched
+        assert not fastpath.install()
+
+
+def test_fast_path_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarm.transport import fastpath
+
+    monkeypatch.setenv("SWARM_TRANSPORT_FASTPATH", "0")
+    assert not fastpath.available() and not fastpath.install()
+    if fastpath._AVAILABLE:
+        writer, _ = _sessions(_Pipe(), False, False)
+        assert fastpath.accelerate(writer) is writer and type(writer) is not fastpath.FastNoiseSession
+        monkeypatch.delenv("SWARM_TRANSPORT_FASTPATH")
+        monkeypatch.setattr(fastpath, "_AVAILABLE", False)  # what an unsupported libp2p version gives
+        assert fastpath.accelerate(writer) is writer and type(writer) is not fastpath.FastNoiseSession
+
+
+def test_push_retries_once_on_a_new_stream_when_a_reused_one_is_broken() -> None:
+    from swarm.transport.control import OutboundQueue as Queue
+    from swarm.transport.engine import Engine, Member
+
+    class Stream:
+        def __init__(self, broken: bool) -> None:
+            self.broken, self.written, self.was_reset = broken, b"", False
+
+        async def write(self, data: bytes) -> None:
+            if self.broken:
+                raise RuntimeError("stream reset by peer")
+            self.written += data
+
+        async def read(self, n: int) -> bytes:
+            return b"\x00"  # ACK_OK
+
+        async def reset(self) -> None:
+            self.was_reset = True
+
+        async def close(self) -> None:
+            pass
+
+    class Host:
+        def __init__(self) -> None:
+            self.opened: list[Stream] = []
+
+        async def new_stream(self, peer_id, protocols):  # type: ignore[no-untyped-def]
+            self.opened.append(Stream(broken=False))
+            return self.opened[-1]
+
+    async def go() -> None:
+        engine = Engine.__new__(Engine)
+        engine.host, engine.push_streams_opened, engine.push_retries, engine._background = Host(), 0, 0, None
+        member = Member("12D3KooWGzh6m7KqAuNFEnHjJ5BiVWyD2Hx7rVTJvsuU1pKMXsnq", Queue(), connected=True)
+        stale = Stream(broken=True)
+        member.idle_push.append((stale, time.monotonic()))
+        assert await engine._push_to(member, b"H" * 44, b"body") is None
+        assert stale.was_reset and engine.push_retries == 1 and engine.push_streams_opened == 1
+        fresh = engine.host.opened[0]
+        assert fresh.written == b"H" * 44 + b"body" and member.idle_push[0][0] is fresh
+        # the next push reuses the fresh stream: nothing new is opened
+        assert await engine._push_to(member, b"H" * 44, b"more") is None
+        assert engine.push_streams_opened == 1 and fresh.written.endswith(b"more")
+
+    trio.run(go)

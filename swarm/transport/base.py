@@ -7,7 +7,7 @@ and checksums them but never parses envelopes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol, runtime_checkable
+from typing import Awaitable, Callable, Collection, Protocol, runtime_checkable
 
 OnPayload = Callable[[str, bytes, bytes], Awaitable[None]]          # (peer_id, sha256 digest, data)
 OnControl = Callable[[str, bytes], Awaitable[None]]                  # (peer_id, data)
@@ -62,8 +62,8 @@ class Transport(Protocol):
     async def stop(self) -> None:
         """Close every stream and connection and stop background work, within a couple of seconds."""
 
-    async def push(self, payload: bytes) -> dict[str, PushResult]:
-        """Send ``payload`` to every connected member concurrently; one result per member tried."""
+    async def push(self, payload: bytes, to: Collection[str] | None = None) -> dict[str, PushResult]:
+        """Send ``payload`` to every connected member (or those of ``to``) concurrently; one result per member tried."""
 
     async def fetch(self, peer_id: str, digest: bytes) -> bytes | None:
         """Ask ``peer_id`` for the payload with this SHA-256 digest; None if it has none or the answer is bad."""

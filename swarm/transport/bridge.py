@@ -166,6 +166,13 @@ class TrioThread:
         cfut = self.submit(coro)
         if cfut is None:
             raise BridgeClosed("the asyncio loop is closed")
+        return await wait_in_trio(cfut, cancel=True)
+
+
+async def wait_in_trio(future: Any, cancel: bool = False) -> Any:
+    """From trio: wait for a concurrent.futures result without blocking the trio loop; with ``cancel``, a trio
+    cancellation cancels the future too."""
+    if not future.done():
         done = trio.Event()
         token = trio.lowlevel.current_trio_token()
 
@@ -175,13 +182,14 @@ class TrioThread:
             except trio.RunFinishedError:
                 pass
 
-        cfut.add_done_callback(wake)
+        future.add_done_callback(wake)
         try:
             await done.wait()
         except trio.Cancelled:
-            cfut.cancel()
+            if cancel:
+                future.cancel()
             raise
-        return cfut.result()
+    return future.result()
 
 
 def _log_failure(cfut: Any) -> None:

@@ -1,8 +1,11 @@
 """The bulk channel on the wire (trio side): push with digest-checked acknowledgement, and fetch by digest.
 
-One new stream per transfer: a push is [header][body] then half-close, answered by one status byte once the
-receiver has checked the SHA-256; a fetch is [digest] answered by [status][header][body]. Bodies are written in
-one call (yamux and noise split them) and read in big chunks in a loop.
+A push is [header][body], answered by one status byte once the receiver has checked the SHA-256 and handed the
+data to the node. A push stream is long-lived: after the status byte the sender may send the next push on the
+same stream, and half-closes it when done (the receiver ends its side at that clean EOF). Reusing streams saves
+a protocol negotiation (a round trip, several ms) per push and keeps yamux's grown receive window. A fetch is
+one stream per request: [digest] answered by [status][header][body]. Bodies are written in one call (yamux and
+noise split them) and read in big chunks in a loop.
 """
 from __future__ import annotations
 
@@ -12,10 +15,14 @@ import trio
 
 from swarm.transport.framing import (ACK_BAD_DIGEST, ACK_OK, ACK_TEXT, ACK_TOO_BIG, BULK_HEADER, DIGEST_BYTES,
                                      NOT_FOUND, FrameError, StreamClosed, bulk_header, parse_bulk_header,
-                                     read_body_checked, read_exact)
+                                     read_body_checked, read_exact, read_exact_or_eof)
 
 PUSH_PROTOCOL = "/swarm/push/1.0.0"
 FETCH_PROTOCOL = "/swarm/fetch/1.0.0"
+
+
+class PushStreamBroken(Exception):
+    """The push stream failed (reset, closed, EOF, garbage) before an acknowledgement; it has been reset."""
 
 
 async def _close(stream: Any) -> None:
@@ -34,8 +41,16 @@ async def reset(stream: Any) -> None:
             pass
 
 
+async def close(stream: Any) -> None:
+    """Half-close a push stream we are done with (the receiver then ends its side)."""
+    await _close(stream)
+
+
 async def send_push(stream: Any, header: bytes, payload: bytes) -> str | None:
-    """Write one push and wait for its acknowledgement; None when accepted, else the error text."""
+    """Write one push and wait for its acknowledgement: None when accepted, else the receiver's refusal text.
+
+    Raises PushStreamBroken (after resetting the stream) when the stream fails before a status byte arrives.
+    The stream stays open either way it returns; the caller reuses it only after an ok."""
     try:
         await stream.write(header + payload if len(payload) < (1 << 16) else header)
         if len(payload) >= (1 << 16):
@@ -43,18 +58,24 @@ async def send_push(stream: Any, header: bytes, payload: bytes) -> str | None:
         ack = await read_exact(stream, 1)
     except (StreamClosed, FrameError) as exc:
         await reset(stream)
-        return f"stream closed before acknowledgement: {exc}"
+        raise PushStreamBroken(f"stream closed before acknowledgement: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - libp2p raises its own types for resets
         await reset(stream)
-        return f"{type(exc).__name__}: {exc}"
-    await _close(stream)
+        raise PushStreamBroken(f"{type(exc).__name__}: {exc}") from None
     return None if ack[0] == ACK_OK else ACK_TEXT.get(ack[0], f"status {ack[0]}")
 
 
-async def receive_push(stream: Any, max_bytes: int) -> tuple[bytes, bytes]:
-    """Read and check one push: (digest, data). Raises FrameError for a bad push. The caller acknowledges it
-    (``ack_push``) once the node has taken it, so an ok from ``push`` means delivered, not just received."""
-    raw = await read_exact(stream, BULK_HEADER.size)
+async def next_push_header(stream: Any) -> bytes | None:
+    """Wait for the next push on a long-lived stream: its raw header, or None when the sender closed cleanly."""
+    return await read_exact_or_eof(stream, BULK_HEADER.size)
+
+
+async def receive_push(stream: Any, max_bytes: int, raw: bytes | None = None) -> tuple[bytes, bytes]:
+    """Read and check one push (its header ``raw`` already read, or read here): (digest, data). Raises
+    FrameError for a bad push. The caller acknowledges it (``ack_push``) once the node has taken it, so an ok
+    from ``push`` means delivered, not just received."""
+    if raw is None:
+        raw = await read_exact(stream, BULK_HEADER.size)
     try:
         length, digest = parse_bulk_header(raw, max_bytes)
     except FrameError:

@@ -23,7 +23,7 @@ from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo, info_from_p2p_addr
 
 from crypto.keys import NodeKey
 from swarm.config import TransportConfig
-from swarm.transport import bulk
+from swarm.transport import bulk, fastpath
 from swarm.transport.base import PeerInfo, PushResult
 from swarm.transport.control import OutboundQueue, Writer
 from swarm.transport.framing import (KIND_DATA, KIND_HELLO, ControlReader, FrameError, StreamClosed, bulk_header,
@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 CONTROL_PROTOCOL = "/swarm/control/1.0.0"
 MAX_ADDRS_PER_PEER = 8
-BULK_SLOTS_PER_PEER = 2
+BULK_SLOTS_PER_PEER = 2      # pushes from one peer received at once; also idle push streams kept per peer
+PUSH_STREAM_IDLE_S = 120.0   # receiver: a push stream with no new push for this long is closed
+PUSH_STREAM_REUSE_S = 60.0   # sender: an idle push stream older than this is closed rather than reused
 DIAL_TIMEOUT_S = 5.0
+HASH_IN_THREAD_BYTES = 1 << 20
 
 
 class Sink(Protocol):
@@ -63,6 +66,7 @@ class Member:
     session: trio.CancelScope | None = None
     timed_out: bool = False
     bulk_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BULK_SLOTS_PER_PEER))
+    idle_push: list[tuple[Any, float]] = field(default_factory=list)  # (stream, idle since): reusable push streams
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -97,10 +101,14 @@ class Engine:
         self.host: Any = None
         self.listen_addrs: list[str] = []
         self.refused = 0
+        self.push_streams_opened = 0
+        self.push_retries = 0
+        self._background: trio.Nursery | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     async def main(self, nursery: trio.Nursery, ready: Callable[[], None]) -> None:
         disable_reuseport()
+        fastpath.install()
         key_pair = libp2p_key_pair(self.key)
         sec_opt, muxer_opt = upgrade_options(key_pair, self.allowed, self._refused)
         listen = multiaddr.Multiaddr(self.listen)
@@ -114,6 +122,7 @@ class Engine:
             if not self.listen_addrs:  # libp2p logs a failed bind and carries on; a node that cannot listen must not
                 raise OSError(f"could not listen on {self.listen} (port in use?)")
             async with trio.open_nursery() as inner:
+                self._background = inner
                 for member in self.members.values():
                     inner.start_soon(self._supervise, member)
                 ready()
@@ -145,7 +154,26 @@ class Engine:
         return encode_control(KIND_HELLO, "\n".join(lines).encode())
 
     def _has_connection(self, peer_id: str) -> bool:
-        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+        """A connection that libp2p has not marked closed (its table may still list closed ones)."""
+        connections = self.host.get_network().get_connections(ID.from_base58(peer_id))
+        return any(not getattr(conn, "is_closed", False) for conn in connections)
+
+    async def _forget_connections(self, pid: ID) -> None:
+        """Close and forget every connection to ``pid``. py-libp2p 0.8.1 can keep a connection it can no longer use in
+        its table (a close cut short on a dead link): new_stream then fails with "No valid connections" without ever
+        dialling again, and the peer stays unreachable after the network heals. The close is bounded; whatever it
+        left behind is dropped from the table so the next attempt dials afresh."""
+        network = self.host.get_network()
+        if not network.get_connections(pid):
+            return
+        with trio.move_on_after(1):
+            try:
+                await network.close_peer(pid)
+            except Exception as exc:  # noqa: BLE001 - best effort: the entry is dropped below anyway
+                log.debug("closing connections to %s failed: %r", pid.to_base58()[:16], exc)
+        table = getattr(network, "connections", None)
+        if isinstance(table, dict):
+            table.pop(pid, None)
 
     def connection_closed(self, peer_id: str) -> None:
         """Notifee: a connection went away; if it was the last one, end that member's session now."""
@@ -172,6 +200,7 @@ class Engine:
         while True:
             try:
                 if not self._has_connection(member.peer_id):
+                    await self._forget_connections(pid)  # closed ones still listed: connect() would trust them
                     if not member.addrs:
                         await self._pause(member, self.config.dial_backoff_max_s)
                         continue
@@ -182,6 +211,8 @@ class Engine:
                     stream = await self.host.new_stream(pid, [CONTROL_PROTOCOL])
             except Exception as exc:  # noqa: BLE001 - any dial failure means: back off and retry
                 log.debug("dial %s failed: %r", member.peer_id[:16], exc)
+                if member.timed_out:
+                    await self._forget_connections(pid)  # a peer found dead, whose connection is still listed
                 await self._pause(member, backoff)
                 backoff = min(backoff * 2, self.config.dial_backoff_max_s)
                 continue
@@ -201,8 +232,11 @@ class Engine:
         finally:
             member.session = None
             self._set_connected(member, False)
+            idle, member.idle_push = member.idle_push, []
             with trio.CancelScope(shield=True):
                 await bulk.reset(stream)
+                for old, _ in idle:
+                    await bulk.reset(old)
                 if member.timed_out:
                     with trio.move_on_after(1):
                         try:
@@ -284,14 +318,24 @@ class Engine:
                 self._learn_addr(line)
 
     async def _on_push_stream(self, member: Member, stream: Any) -> None:
-        async with member.bulk_slots:
-            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):  # no half-sent push held forever
-                digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes)
-            member.touch()
-            await self.sink.payload(member.peer_id, digest, data)
-            await bulk.ack_push(stream)
-            with trio.move_on_after(1):
-                await stream.close()
+        """Pushes on one long-lived stream, one after another, until the sender closes it (or goes idle)."""
+        while True:
+            raw = None
+            with trio.move_on_after(PUSH_STREAM_IDLE_S):
+                raw = await bulk.next_push_header(stream)
+                if raw is None:  # the sender is done with this stream
+                    break
+            if raw is None:  # idle too long: the sender opens a new stream next time
+                await bulk.reset(stream)
+                return
+            async with member.bulk_slots:
+                with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):  # no half-sent push held forever
+                    digest, data = await bulk.receive_push(stream, self.config.max_payload_bytes, raw)
+                member.touch()
+                await self.sink.payload(member.peer_id, digest, data)
+                await bulk.ack_push(stream)
+        with trio.move_on_after(1):
+            await stream.close()
 
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
         with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
@@ -300,8 +344,11 @@ class Engine:
             await stream.close()
 
     # ---- outbound operations (called through the bridge) --------------------------------------------------
-    async def push(self, payload: bytes) -> dict[str, PushResult]:
-        digest = hashlib.sha256(payload).digest()
+    async def push(self, payload: bytes, to: frozenset[str] | None = None) -> dict[str, PushResult]:
+        if len(payload) >= HASH_IN_THREAD_BYTES:  # ~0.6 ms/MB: off the trio loop, so control traffic keeps flowing
+            digest = await trio.to_thread.run_sync(_sha256, payload)
+        else:
+            digest = _sha256(payload)
         header = bulk_header(len(payload), digest)
         timeout = 10.0 + len(payload) / (1 << 20)  # generous: >= 1 MB/s
         results: dict[str, PushResult] = {}
@@ -311,8 +358,7 @@ class Engine:
             error: str | None
             try:
                 with trio.fail_after(timeout):
-                    stream = await self.host.new_stream(ID.from_base58(member.peer_id), [bulk.PUSH_PROTOCOL])
-                    error = await bulk.send_push(stream, header, payload)
+                    error = await self._push_to(member, header, payload)
             except trio.TooSlowError:
                 error = f"timed out after {timeout:.0f}s"
             except Exception as exc:  # noqa: BLE001 - reported per peer
@@ -321,9 +367,51 @@ class Engine:
 
         async with trio.open_nursery() as nursery:
             for member in self.members.values():
-                if member.connected:
+                if member.connected and (to is None or member.peer_id in to):
                     nursery.start_soon(one, member)
         return results
+
+    async def _push_to(self, member: Member, header: bytes, payload: bytes) -> str | None:
+        """One push on a reused idle stream if there is one, else on a new stream. A reused stream that turns out
+        broken (the peer closed it, or the connection behind it went away) is dropped and the push sent again on
+        the next one, at worst on a new stream (at most BULK_SLOTS_PER_PEER retries). A push that reached the node
+        but lost its acknowledgement with the stream can so arrive twice; payloads are content-addressed."""
+        while True:
+            stream, reused = self._take_idle_push_stream(member), True
+            if stream is None:
+                stream, reused = await self.host.new_stream(ID.from_base58(member.peer_id), [bulk.PUSH_PROTOCOL]), False
+                self.push_streams_opened += 1
+            try:
+                error = await bulk.send_push(stream, header, payload)
+            except bulk.PushStreamBroken as exc:
+                if reused:
+                    self.push_retries += 1
+                    continue
+                return str(exc)
+            except BaseException:  # cancelled or timed out mid-push: the stream is in an unknown state
+                with trio.CancelScope(shield=True):
+                    await bulk.reset(stream)
+                raise
+            if error is None and member.connected and len(member.idle_push) < BULK_SLOTS_PER_PEER:
+                member.idle_push.append((stream, time.monotonic()))
+            elif error is None:
+                await bulk.close(stream)
+            else:  # the receiver refused this push and resets its side
+                await bulk.reset(stream)
+            return error
+
+    def _take_idle_push_stream(self, member: Member) -> Any:
+        now = time.monotonic()
+        while member.idle_push:
+            stream, since = member.idle_push.pop()
+            if now - since < PUSH_STREAM_REUSE_S:
+                return stream
+            self._nursery_close(stream)
+        return None
+
+    def _nursery_close(self, stream: Any) -> None:
+        if self._background is not None:
+            self._background.start_soon(bulk.close, stream)
 
     async def fetch(self, peer_id: str, digest: bytes) -> bytes | None:
         member = self.members.get(peer_id)
@@ -344,6 +432,10 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a failed fetch is just None
             log.debug("fetch from %s failed: %r", peer_id[:16], exc)
             return None
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class _Notifee(INotifee):

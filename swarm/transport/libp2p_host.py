@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from crypto.keys import NodeKey
@@ -66,10 +67,10 @@ class Libp2pTransport:
             await asyncio.gather(self._consumer, return_exceptions=True)
             self._consumer = None
 
-    async def push(self, payload: bytes) -> dict[str, PushResult]:
+    async def push(self, payload: bytes, to: Collection[str] | None = None) -> dict[str, PushResult]:
         if len(payload) > self.config.max_payload_bytes:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}")
-        return await self._thread.run(self._engine.push, bytes(payload))
+        return await self._thread.run(self._engine.push, bytes(payload), None if to is None else frozenset(to))
 
     async def fetch(self, peer_id: str, digest: bytes) -> bytes | None:
         try:
@@ -93,13 +94,16 @@ class Libp2pTransport:
         return {pid: member.snapshot() for pid, member in list(self._engine.members.items())}
 
     def stats(self) -> dict[str, Any]:
-        """Counters for diagnostics: control frames sent / dropped (queue full) / lost (stream failed)."""
+        """Counters for diagnostics: control frames sent / dropped (queue full) / lost (stream failed); push streams
+        opened (pushes reuse them) and pushes retried on a new stream after a reused one had broken."""
         members = list(self._engine.members.values())
         return {"control_sent": sum(m.queue.sent for m in members),
                 "control_dropped": sum(m.queue.dropped for m in members),
                 "control_lost": sum(m.queue.lost for m in members),
                 "control_queued": sum(len(m.queue) for m in members),
-                "refused_connections": self._engine.refused}
+                "refused_connections": self._engine.refused,
+                "push_streams_opened": self._engine.push_streams_opened,
+                "push_stream_retries": self._engine.push_retries}
 
     @property
     def _pending(self) -> int:
