@@ -9,7 +9,7 @@ Driving it
     from consensus import Replica, Config, PersistedState, events, actions
     replica = Replica(Config(swarm_id, node_id, members, genesis_state_hash, timing=TimingConfig(...)),
                       crypto,             # .sign(payload) -> sig as this node; .verify(sender_id, payload, sig) -> bool
-                      persisted,          # PersistedState(hard=HardState, chain=[CommittedEntry, ...]) from the store
+                      persisted,          # PersistedState(hard, chain=newest CommittedEntries, base_round) from the store
                       random.Random(),    # seed it in tests; the core never touches global randomness
                       now)                # monotonic seconds (time.monotonic())
     for action in replica.step(now, event): execute(action)   # IN ORDER, see below
@@ -30,6 +30,7 @@ Events (``consensus.events``)
   collection deadline). Feed it on every node: the leader then builds; followers start the "no proposal" timer.
 - ``ProposalBuilt(entry)``: the answer to ``BuildProposal``.
 - ``ValidationResult(term, round, digest, ok)``: the answer to ``ValidateProposal``.
+- ``EntriesLoaded(peer, from_round, entries)``: the answer to ``LoadEntries`` (stored committed entries, in order).
 
 Actions (``consensus.actions``) and what each obliges the node to do
 ---------------------------------------------------------------------
@@ -44,6 +45,9 @@ Actions (``consensus.actions``) and what each obliges the node to do
   ``ProposalBuilt(Entry(round, digests, rule, params, state_hash, parent_state_hash))``.
 - ``ValidateProposal(term, round, entry)``: fetch/verify every payload, check rule and params, apply on a copy and
   compare ``state_hash``; answer ``ValidationResult(..., entry.digest(), ok)``. The core never sees tensors.
+- ``LoadEntries(peer, from_round, limit)``: a peer needs rounds older than the ``Config.memory_rounds`` entries the
+  core keeps in memory: read them (with certificates) from the store and answer ``EntriesLoaded``; the core signs
+  the ``CatchUpResponse``. Memory thus stays flat however long the chain grows.
 - ``ReportEvidence(evidence)``: two PrePrepares signed by one leader for one (term, round); keep it, feed reputation,
   carry it in a later entry. ``quorum.Verifier.evidence`` re-checks it anywhere.
 - ``WakeAt(time)``: schedule a ``Tick`` at ``time`` (each batch ends with one; the latest replaces the earlier).
@@ -77,9 +81,9 @@ Modules: messages (wire types), quorum (membership, signature checks), election 
 state (what is persisted), events, actions, replica (the state machine), sim (deterministic simulator:
 ``python -m consensus.sim --help``).
 """
-from .actions import (Action, Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence,  # noqa
-                      Send, ValidateProposal, WakeAt)
-from .events import Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult  # noqa: F401
+from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,  # noqa
+                      ReportEvidence, Send, ValidateProposal, WakeAt)
+from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult  # noqa: F401
 from .messages import Entry, from_wire, to_wire  # noqa: F401
 from .replica import Config, Replica  # noqa: F401
 from .state import HardState, PersistedState  # noqa: F401

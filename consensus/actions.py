@@ -56,6 +56,15 @@ class ValidateProposal:
 
 
 @dataclass(frozen=True)
+class LoadEntries:
+    """Read committed rounds ``from_round ..`` (at most ``limit``, with certificates) from the store and answer with
+    ``EntriesLoaded``: a peer asked to catch up from rounds older than the window the core keeps in memory."""
+    peer: str
+    from_round: int
+    limit: int
+
+
+@dataclass(frozen=True)
 class ReportEvidence:
     """Signed proof of misbehaviour: store it, feed it to reputation, include it in a later entry."""
     evidence: Evidence
@@ -68,4 +77,4 @@ class WakeAt:
 
 
 Action = Send | Broadcast | PersistHardState | PersistEntry | Apply | BuildProposal | ValidateProposal | \
-    ReportEvidence | WakeAt
+    LoadEntries | ReportEvidence | WakeAt

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .messages import Entry, Message
+from .messages import CommittedEntry, Entry, Message
 
 
 @dataclass(frozen=True)
@@ -38,4 +38,12 @@ class ValidationResult:
     ok: bool
 
 
-Event = Received | Tick | PayloadsReady | ProposalBuilt | ValidationResult
+@dataclass(frozen=True)
+class EntriesLoaded:
+    """The node's answer to ``LoadEntries``: the stored committed entries from ``from_round`` on, in order."""
+    peer: str
+    from_round: int
+    entries: tuple[CommittedEntry, ...]
+
+
+Event = Received | Tick | PayloadsReady | ProposalBuilt | ValidationResult | EntriesLoaded

@@ -9,9 +9,9 @@ import random
 from dataclasses import dataclass, field, replace
 
 from . import election
-from .actions import (Action, Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send,
-                      ValidateProposal, WakeAt)
-from .events import Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
+from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
+                      ReportEvidence, Send, ValidateProposal, WakeAt)
+from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from .messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry, Evidence,
                        EvidenceMessage, Heartbeat, MAX_CATCHUP_ENTRIES, NewTerm, PrePrepare, PreparedCertificate,
                        Prepare, RequestVote, Timeout, Vote)
@@ -30,6 +30,9 @@ class Config:
     genesis_state_hash: bytes
     timing: TimingConfig = field(default_factory=TimingConfig)
     quorum_override: int | None = None  # test hook only: plant a wrong quorum and watch the simulator catch it
+    # Committed entries kept in memory to serve catch-up; older ones come from the node's store (LoadEntries), so
+    # memory stays flat however long the swarm runs.
+    memory_rounds: int = 256
 
 
 class Replica:
@@ -48,7 +51,10 @@ class Replica:
         # back to follow the leader of a lower term from a higher term that it entered without a quorum and never
         # voted in (see _may_step_back).
         self.view = 0
+        # The newest committed entries, rounds chain_base + 1 .. committed_round (see _remember).
         self.chain: list[CommittedEntry] = list(persisted.chain)
+        self.chain_base = persisted.base_round
+        self.loads_served: dict[str, float] = {}  # peer -> when we last read old entries from the store for it
         self.role = ELECTING
         self.leader: str | None = None
         self.announcement: NewTerm | None = None  # the NewTerm of our current term, forwarded to laggards
@@ -64,6 +70,7 @@ class Replica:
         # that always stands first cannot hold the swarm hostage term after term.
         self.failed_leaders: list[str] = []
         self.last_catchup_request = -1e18
+        self.last_term_change = "genesis"  # why this node last moved to a new term (for logs)
         self.messages_sent = 0
         self._out: list[Action] = []
         self.now = now
@@ -74,6 +81,7 @@ class Replica:
         self.candidacy_at: float | None = None
         self.election_deadline: float | None = None
         self.next_heartbeat: float | None = None
+        self.next_claim: float | None = None  # while electing: when to repeat our Timeout (a lost one must not stall)
         # Term 1 is the genesis term, entered by everyone at once (0 means "no vote cast yet").
         self._enter_electing(max(1, self.hard.term), now, announce=False)
 
@@ -86,15 +94,23 @@ class Replica:
 
     @property
     def committed_round(self) -> int:
-        return len(self.chain)
+        return self.chain_base + len(self.chain)
 
     @property
     def pending(self) -> int:
-        return len(self.chain) + 1
+        return self.committed_round + 1
 
     @property
     def head_state_hash(self) -> bytes:
         return self.chain[-1].entry.state_hash if self.chain else self.cfg.genesis_state_hash
+
+    def term_is_live(self, term: int) -> bool:
+        """Whether 2f+1 members are known to have entered ``term`` (for status and logs)."""
+        return self._term_is_live(term)
+
+    def term_claims(self) -> dict[str, int]:
+        """The highest term each member is known to have entered (for status and logs)."""
+        return dict(self.highest_timeout)
 
     def step(self, now: float, event: Event) -> list[Action]:
         """Feed one event; get the actions to execute in order."""
@@ -110,6 +126,8 @@ class Replica:
             self._on_proposal_built(event.entry)
         elif isinstance(event, ValidationResult):
             self._on_validation(event)
+        elif isinstance(event, EntriesLoaded):
+            self._on_entries_loaded(event)
         else:
             raise TypeError(f"unknown event {type(event).__name__}")
         self._out.append(WakeAt(self._next_wake()))
@@ -152,8 +170,9 @@ class Replica:
 
     def _next_wake(self) -> float:
         candidacy = self.candidacy_at if self._term_is_live(self.view) and self.id not in self.failed_leaders else None
+        claim = self.next_claim if self.role == ELECTING and self.view > 1 else None  # genesis term: all are in it
         times = [t for t in (self.heartbeat_deadline, self.round_deadline, candidacy, self.election_deadline,
-                             self.next_heartbeat) if t is not None]
+                             self.next_heartbeat, claim) if t is not None]
         return min(times) if times else self.now + self.timing.election_timeout()
 
     def _request_catchup(self, peer: str) -> None:
@@ -163,9 +182,35 @@ class Replica:
         self._send(peer, self._signed(CatchUpRequest(self.pending, self.id)))
 
     def _serve_catchup(self, peer: str, from_round: int) -> None:
-        if 1 <= from_round <= self.committed_round:
-            entries = tuple(self.chain[from_round - 1:from_round - 1 + MAX_CATCHUP_ENTRIES])
+        if from_round > self.chain_base and from_round <= self.committed_round:
+            start = from_round - self.chain_base - 1
+            entries = tuple(self.chain[start:start + MAX_CATCHUP_ENTRIES])
             self._send(peer, self._signed(CatchUpResponse(from_round, entries, self.id)))
+        elif 1 <= from_round <= self.chain_base and peer != self.id:
+            # Older than the window in memory: the node reads its store. At most one read per peer per half
+            # heartbeat, so a member asking again and again cannot keep the disk busy.
+            if self.now - self.loads_served.get(peer, -1e18) >= self.cfg.timing.heartbeat_interval / 2:
+                self.loads_served[peer] = self.now
+                self._out.append(LoadEntries(peer, from_round, MAX_CATCHUP_ENTRIES))
+
+    def _on_entries_loaded(self, event: EntriesLoaded) -> None:
+        """Send what the store gave for an old catch-up request, if it is what was asked (contiguous, ours)."""
+        entries = tuple(event.entries[:MAX_CATCHUP_ENTRIES])
+        if (not entries or event.peer not in self.membership or event.peer == self.id
+                or any(ce.entry.round != event.from_round + k for k, ce in enumerate(entries))
+                or entries[-1].entry.round > self.committed_round):
+            return
+        self._send(event.peer, self._signed(CatchUpResponse(event.from_round, entries, self.id)))
+
+    def _remember(self, ce: CommittedEntry) -> None:
+        """Append to the in-memory window; drop the oldest half once it holds twice ``memory_rounds`` (amortised
+        O(1)), always keeping the newest entry for the head state hash."""
+        self.chain.append(ce)
+        keep = max(1, self.cfg.memory_rounds)
+        if len(self.chain) > 2 * keep:
+            drop = len(self.chain) - keep
+            del self.chain[:drop]
+            self.chain_base += drop
 
     # ------------------------------------------------------------------------------------------- terms
 
@@ -180,6 +225,7 @@ class Replica:
         self.role, self.leader, self.announcement, self.required, self.votes = ELECTING, None, None, {}, {}
         self.my_vote = None
         self.next_heartbeat = self.heartbeat_deadline = self.round_deadline = None
+        self.next_claim = now + self._claim_interval()
         self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), term)
         if announce:
             self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
@@ -190,8 +236,12 @@ class Replica:
         self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None  # and _term_is_live()
         self.election_deadline = now + self.timing.election_timeout() + slot * (self.membership.f + 2)
 
-    def _give_up(self) -> None:
+    def _claim_interval(self) -> float:
+        return 2 * self.cfg.timing.heartbeat_interval
+
+    def _give_up(self, why: str) -> None:
         """The current leader (or election) failed: move to the next term."""
+        self.last_term_change = why
         self._remember_failed_leader()
         self.timing.term_failed()
         # A term entered earlier but stepped back from (never voted in) is the next one; else the one after ours.
@@ -206,6 +256,7 @@ class Replica:
             self.highest_timeout[sender] = term
         target = election.adoptable_term(self.highest_timeout, self.view, self.membership.weak_quorum)
         if target is not None:
+            self.last_term_change = f"f+1 members moved to term {target} or above"
             self._remember_failed_leader()
             self.timing.term_failed()
             self._enter_electing(target, self.now)
@@ -314,12 +365,17 @@ class Replica:
                 self._retransmit(self.view, self.pending)
         if self.role in (FOLLOWER, LEADER):
             if self.heartbeat_deadline is not None and now >= self.heartbeat_deadline:
-                return self._give_up()
+                return self._give_up("the leader went silent")
             if self.round_deadline is not None and now >= self.round_deadline:
-                return self._give_up()
+                return self._give_up(f"round {self.pending} did not commit in time")
         if self.role == CANDIDATE and self.next_heartbeat is not None and now >= self.next_heartbeat:
             self.next_heartbeat = now + self.cfg.timing.heartbeat_interval
             self._broadcast(self._signed(RequestVote(self.view, self.committed_round, self.id)))
+        if self.role == ELECTING and self.view > 1 and self.next_claim is not None and now >= self.next_claim:
+            # Elections advance only on others' claims: repeat ours, so that one lost Timeout (a stream that broke
+            # under it, a peer that reconnected) costs a second, not the rest of the term.
+            self.next_claim = now + self._claim_interval()
+            self._broadcast(self._signed(Timeout(self.view, self.committed_round, self.id)))
         if self.role in (ELECTING, CANDIDATE):
             if (self.candidacy_at is not None and now >= self.candidacy_at and self.hard.voted_term < self.view
                     and self._term_is_live(self.view) and self.id not in self.failed_leaders):
@@ -327,11 +383,10 @@ class Replica:
             if self.election_deadline is not None and now >= self.election_deadline:
                 term = self.view
                 if self._term_is_live(term):
-                    self._give_up()
-                else:
+                    self._give_up(f"no leader was elected in term {term}")
+                else:  # our Timeout is repeated every second meanwhile (next_claim)
                     self.election_deadline = now + self.timing.election_timeout() + \
                         self.timing.candidacy_slot() * (self.membership.f + 2)
-                    self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
                     if self.role == CANDIDATE:
                         self._broadcast(self._signed(RequestVote(term, self.committed_round, self.id)))
 
@@ -411,7 +466,7 @@ class Replica:
             return
         required = self.required.get(msg.round)
         if msg.entry.parent_state_hash != self.head_state_hash or (required is not None and required.digest != digest):
-            return self._give_up()  # a proposal that breaks the chain or the view-change rule: replace the leader
+            return self._give_up(f"the leader's proposal for round {msg.round} breaks the chain or a lock")
         self.entries[digest] = msg.entry
         if (msg.term, msg.round) not in self.awaiting_validation:
             self.awaiting_validation[(msg.term, msg.round)] = digest
@@ -423,7 +478,7 @@ class Replica:
                 or self.role != FOLLOWER or ev.round != self.pending):
             return
         if not ev.ok:
-            return self._give_up()
+            return self._give_up(f"the leader's proposal for round {ev.round} is invalid")
         if (self.hard.prepared_term, self.hard.prepared_round) >= (ev.term, ev.round):
             return
         self._persist(prepared_term=ev.term, prepared_round=ev.round, prepared_digest=ev.digest)
@@ -484,7 +539,7 @@ class Replica:
         self._commit(CommittedEntry(entry, CommitCertificate(term, rnd, digest, tuple(sorted(sigs.items())))))
 
     def _commit(self, ce: CommittedEntry) -> None:
-        self.chain.append(ce)
+        self._remember(ce)
         self._out.append(PersistEntry(ce))
         self._out.append(Apply(ce))
         if self.round_started is not None:
@@ -515,7 +570,7 @@ class Replica:
         self._out.append(ReportEvidence(evidence))
         self._broadcast(self._signed(EvidenceMessage(evidence, self.id)))
         if evidence.leader == self.leader and evidence.term == self.view and self.role == FOLLOWER:
-            self._give_up()
+            self._give_up("the leader equivocated")
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         if msg.term == self.view and msg.sender == self.leader and self.role == FOLLOWER:

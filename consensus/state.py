@@ -31,6 +31,18 @@ class HardState:
 
 @dataclass
 class PersistedState:
-    """Everything the constructor needs after a crash: the hard state and the committed chain (round 1..k)."""
+    """Everything the constructor needs after a crash: the hard state and the tail of the committed chain.
+
+    ``chain`` holds rounds ``base_round + 1 .. k``; the node may pass only its newest entries (the core keeps a
+    bounded window in memory and asks the node's store for older ones). With ``base_round > 0`` the tail must not
+    be empty: its last entry gives the head state hash."""
     hard: HardState = field(default_factory=HardState)
     chain: list[CommittedEntry] = field(default_factory=list)
+    base_round: int = 0
+
+    def __post_init__(self) -> None:
+        if self.base_round < 0 or (self.base_round > 0 and not self.chain):
+            raise ValueError("a chain tail after round 0 needs at least its newest entry")
+        for offset, committed in enumerate(self.chain):
+            if committed.entry.round != self.base_round + 1 + offset:
+                raise ValueError(f"chain tail is not contiguous from round {self.base_round + 1}")

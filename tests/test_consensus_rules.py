@@ -5,8 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from consensus.actions import (Apply, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, ValidateProposal)
-from consensus.events import PayloadsReady, ProposalBuilt, Tick, ValidationResult
+from consensus.actions import (Apply, BuildProposal, LoadEntries, PersistEntry, PersistHardState, ReportEvidence,
+                               ValidateProposal)
+from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Tick, ValidationResult
 from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, EvidenceMessage,
                                 Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote, signing_bytes)
 from consensus.quorum import Membership, Verifier
@@ -14,9 +15,9 @@ from consensus.replica import CANDIDATE, ELECTING, FOLLOWER, LEADER
 from consensus.state import HardState, PersistedState
 from consensus.timing import AdaptiveTimeouts, TimingConfig
 
-from tests.test_consensus_harness import (LATER, MEMBERS, RING, SWARM, commit, entry, follower_of, index_of,
-                                          is_persist, new_term, prepare, prepared_cert, preprepare, recv, replica,
-                                          sent, sign, vote)
+from tests.test_consensus_harness import (GENESIS as GENESIS_HASH, LATER, MEMBERS, RING, SWARM, TIMING, commit,
+                                          entry, follower_of, index_of, is_persist, new_term, prepare, prepared_cert,
+                                          preprepare, recv, replica, sent, sign, vote)
 
 
 # ------------------------------------------------------------------------------------------------ quorums
@@ -256,6 +257,21 @@ def test_node_alone_in_a_term_does_not_stand_until_2f_plus_1_entered_it():
     assert rep.role == CANDIDATE and sent(actions, RequestVote)
 
 
+def test_an_electing_node_repeats_its_timeout_so_a_lost_one_does_not_stall_the_term():
+    rep = follower_of("b")
+    gave_up = rep.heartbeat_deadline + 0.01
+    first = rep.step(gave_up, Tick())
+    assert [t.term for t in sent(first, Timeout)] == [2]
+    quiet = rep.step(gave_up + 0.2, Tick())
+    assert sent(quiet) == [] and quiet[-1].time <= gave_up + 2 * TIMING.heartbeat_interval  # woken for the repeat
+    again = rep.step(gave_up + 2 * TIMING.heartbeat_interval, Tick())
+    assert [(t.term, t.sender) for t in sent(again, Timeout)] == [(2, "a")]
+    assert rep.term == 2 and rep.role == ELECTING  # the same claim again, never a higher term on its own
+    recv(rep, sign(Timeout(2, 0, "c")), now=gave_up + 1.5)
+    recv(rep, sign(Timeout(2, 0, "d")), now=gave_up + 1.5)  # the repeats reached the others; theirs reach us
+    assert rep.term_is_live(2)
+
+
 def test_node_alone_in_a_higher_term_steps_back_to_the_leader_the_others_kept():
     rep = follower_of("b")
     rep.step(rep.heartbeat_deadline + 0.01, Tick())  # cut off, then healed: b still leads term 1
@@ -435,6 +451,73 @@ def test_catch_up_applies_only_entries_with_valid_commit_certificates():
     assert rep.committed_round == 0
     actions = recv(rep, sign(CatchUpResponse(1, (_certified(e1), _certified(e2)), "b")))
     assert [a.committed.entry.round for a in actions if isinstance(a, PersistEntry)] == [1, 2]
+
+
+def _certified_chain(rounds: int) -> list:
+    chain, parent = [], GENESIS_HASH
+    for r in range(1, rounds + 1):
+        e = entry(r, parent=parent)
+        chain.append(_certified(e))
+        parent = e.state_hash
+    return chain
+
+
+def _windowed(node="a", memory_rounds=4, rounds=20):
+    """A replica keeping ``memory_rounds`` entries in memory that caught up ``rounds`` certified rounds."""
+    rep = replica(node)
+    rep.cfg.memory_rounds = memory_rounds
+    chain = _certified_chain(rounds)
+    for start in range(0, rounds, 8):
+        recv(rep, sign(CatchUpResponse(start + 1, tuple(chain[start:start + 8]), "b")))
+    assert rep.committed_round == rounds
+    return rep, chain
+
+
+def test_memory_holds_a_bounded_window_of_the_committed_chain():
+    rep, chain = _windowed(memory_rounds=4, rounds=40)
+    assert len(rep.chain) <= 8 and rep.chain_base + len(rep.chain) == 40
+    assert rep.head_state_hash == chain[-1].entry.state_hash
+    recent = sent(recv(rep, sign(CatchUpRequest(39, "c"))), CatchUpResponse)
+    assert [ce.entry.round for ce in recent[0].entries] == [39, 40]  # served from memory, no store read
+
+
+def test_catch_up_from_before_the_window_is_read_from_the_store_and_signed_by_the_core():
+    rep, chain = _windowed(memory_rounds=4, rounds=40)
+    actions = recv(rep, sign(CatchUpRequest(3, "c")))
+    assert sent(actions, CatchUpResponse) == []
+    [load] = [a for a in actions if isinstance(a, LoadEntries)]
+    assert (load.peer, load.from_round) == ("c", 3)
+    answer = sent(rep.step(LATER, EntriesLoaded("c", 3, tuple(chain[2:10]))), CatchUpResponse)
+    assert [ce.entry.round for ce in answer[0].entries] == list(range(3, 11))
+    assert Verifier(SWARM, Membership(MEMBERS), RING.signer("c")).message(answer[0])
+    # A laggard that receives it commits the rounds (the certificates are the originals).
+    laggard = replica("d")
+    recv(laggard, sign(CatchUpResponse(1, tuple(chain[:2]), "b")))
+    persisted = [a for a in recv(laggard, answer[0]) if isinstance(a, PersistEntry)]
+    assert [a.committed.entry.round for a in persisted] == list(range(3, 11))
+
+
+def test_store_reads_for_old_rounds_are_rate_limited_per_peer_and_bad_loads_are_dropped():
+    rep, chain = _windowed(memory_rounds=4, rounds=40)
+    assert [a for a in recv(rep, sign(CatchUpRequest(1, "c"))) if isinstance(a, LoadEntries)]
+    assert not [a for a in recv(rep, sign(CatchUpRequest(1, "c"))) if isinstance(a, LoadEntries)]  # same instant
+    assert [a for a in recv(rep, sign(CatchUpRequest(1, "d"))) if isinstance(a, LoadEntries)]  # another peer
+    later = LATER + TIMING.heartbeat_interval
+    assert [a for a in recv(rep, sign(CatchUpRequest(1, "c")), now=later) if isinstance(a, LoadEntries)]
+    gap = (chain[0], chain[2])  # not contiguous
+    assert sent(rep.step(later, EntriesLoaded("c", 1, gap)), CatchUpResponse) == []
+    assert sent(rep.step(later, EntriesLoaded("c", 2, tuple(chain[:3]))), CatchUpResponse) == []  # wrong start
+    assert sent(rep.step(later, EntriesLoaded("mallory", 1, tuple(chain[:3]))), CatchUpResponse) == []
+
+
+def test_restart_from_a_chain_tail_resumes_at_the_right_round():
+    chain = _certified_chain(12)
+    rep = replica("a", PersistedState(HardState(term=1), chain[-3:], base_round=9))
+    assert rep.committed_round == 12 and rep.head_state_hash == chain[-1].entry.state_hash
+    with pytest.raises(ValueError):
+        PersistedState(HardState(), [], base_round=5)  # no head entry
+    with pytest.raises(ValueError):
+        PersistedState(HardState(), chain[-3:], base_round=8)  # rounds do not follow the base
 
 
 def test_nothing_committed_is_ever_overwritten():

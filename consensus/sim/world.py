@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from crypto import wire
 
-from ..actions import Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send, \
-    ValidateProposal, WakeAt
-from ..events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
+from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState, ReportEvidence, \
+    Send, ValidateProposal, WakeAt
+from ..events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
 from ..replica import Config, Replica
 from ..state import PersistedState
@@ -23,6 +23,9 @@ RULE = "mean"
 GENESIS = hashlib.sha256(b"sim-genesis").digest()
 SIM_TIMING = TimingConfig(heartbeat_interval=0.5, min_round_timeout=2.0, max_timeout=30.0, margin=4.0,
                           candidacy_delay=0.3, max_backoff_exponent=4)
+# Tiny on purpose: replicas keep only a few committed entries in memory, so every scenario exercises catch-up from
+# the store (LoadEntries) and restarts from a chain tail, not just the in-memory path.
+SIM_MEMORY_ROUNDS = 2
 
 
 def grad_digest(rnd: int, member: str, variant: int = 0) -> bytes:
@@ -72,7 +75,8 @@ class SimNode:
 
 class World:
     def __init__(self, seed: int, n: int, faults: FaultPlan, rounds_after_gst: int = 2, liveness_bound: float = 300.0,
-                 quorum_override: int | None = None, wire_roundtrip: bool = False, timing: TimingConfig = SIM_TIMING):
+                 quorum_override: int | None = None, wire_roundtrip: bool = False, timing: TimingConfig = SIM_TIMING,
+                 memory_rounds: int = SIM_MEMORY_ROUNDS):
         self.seed, self.rng = seed, random.Random(seed)
         self.members = [f"node{i:02d}" for i in range(n)]
         self.keys = KeyRing(seed, self.members)
@@ -80,6 +84,7 @@ class World:
         self.quorum_override = quorum_override
         self.rounds_after_gst, self.liveness_bound = rounds_after_gst, liveness_bound
         self.wire_roundtrip = wire_roundtrip
+        self.memory_rounds = memory_rounds
         self.inv = Invariants()
         self.now = 0.0
         self._queue: list = []
@@ -96,7 +101,8 @@ class World:
 
     # ------------------------------------------------------------------------------ setup
     def config(self, node_id: str, timing: TimingConfig | None = None) -> Config:
-        return Config("sim-swarm", node_id, self.members, GENESIS, timing or self.timing, self.quorum_override)
+        return Config("sim-swarm", node_id, self.members, GENESIS, timing or self.timing,
+                      memory_rounds=self.memory_rounds, quorum_override=self.quorum_override)
 
     def add_node(self, node_id: str, instance: int = 0, byzantine=None) -> SimNode:
         node = SimNode(node_id, instance, None, byzantine=byzantine)
@@ -109,7 +115,9 @@ class World:
     def _start(self, node: SimNode) -> None:
         node.incarnation += 1
         timing = node.byzantine.timing(self.timing) if node.byzantine else self.timing
-        persisted = PersistedState(node.store.hard, list(node.store.chain))
+        # Like the node: hand the core only the newest stored entries; it reads older ones back with LoadEntries.
+        base = max(0, len(node.store.chain) - self.memory_rounds)
+        persisted = PersistedState(node.store.hard, list(node.store.chain[base:]), base)
         node.replica = Replica(self.config(node.id, timing), self.keys.signer(node.id), persisted,
                                random.Random(self.rng.getrandbits(64)), self.now)
         node.app_head = persisted.chain[-1].entry.state_hash if persisted.chain else GENESIS
@@ -202,6 +210,8 @@ class World:
             elif isinstance(action, WakeAt):
                 node.wake_token += 1
                 self.schedule(max(0.0, action.time - self.now), ("tick", node, node.incarnation, node.wake_token))
+            elif isinstance(action, LoadEntries):
+                self.schedule(0.005, ("load", node, node.incarnation, action))
             elif isinstance(action, ReportEvidence):
                 pass
             else:
@@ -361,6 +371,9 @@ class World:
                 self.feed(node, PayloadsReady(data))
         elif kind == "build":
             self._answer_build(node, data)
+        elif kind == "load":
+            stored = node.store.chain[data.from_round - 1:data.from_round - 1 + data.limit]
+            self.feed(node, EntriesLoaded(data.peer, data.from_round, tuple(stored)))
         elif kind == "validate":
             entry = data.entry
             ok = entry_is_valid(entry)
