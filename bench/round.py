@@ -1,9 +1,10 @@
 """Seconds per round of a 4-node swarm with a ~1M-parameter update, against a plain mean-averaging round over the
 same transport with no consensus and no robust filtering, in one run; plus commit latency (PrePrepare -> commit).
 
-    python -m bench.round [--rounds 20] [--nodes 4] [--compression fp16 topk]
+    python -m bench.round [--rounds 20] [--nodes 4] [--compression fp16 topk] [--repeat 2]
 
-Both sides train the same model (bench.models:mlp_1m, 10 local steps), compress, sign and push with the same code;
+Both sides train the same model (bench.models:mlp_1m, 10 local steps), compress, sign and push with the same code,
+with the machine's cores split between the nodes the same way;
 the swarm adds verification of every payload, robust aggregation, reputation and the three-phase commit.
 """
 from __future__ import annotations
@@ -18,36 +19,49 @@ import tempfile
 import time
 from pathlib import Path
 
-from swarm.cluster import Cluster, ClusterOptions, free_port, get_json, init_cluster
+from swarm.cluster import Cluster, ClusterOptions, cores_per_node, free_port, get_json, init_cluster
 
 MODEL = "bench.models:mlp_1m"
 WARMUP = 2
 
 
-def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str) -> tuple[list[float], list[float]]:
-    """Per-round wall seconds seen at node0, and commit latencies (ms) from every node's log."""
+def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
+                 eval_every: int = 0) -> tuple[list[float], list[float]]:
+    """Per-round wall seconds at node0 (from the commit times in its log, so that measuring does not load the
+    node), and commit latencies (ms) from every node's log."""
     specs = init_cluster(folder, ClusterOptions(nodes=nodes, model=MODEL, compression=compression,
-                                                max_rounds=rounds + WARMUP))
+                                                max_rounds=rounds + WARMUP,
+                                                node_overrides={"training": {"eval_every": eval_every}}))
     cluster = Cluster(folder, specs)
     cluster.start()
-    stamps: dict[int, float] = {}
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             status = get_json(f"{specs[0].api}/status", 1.0)
-            if status is not None:
-                stamps.setdefault(status["round"], time.monotonic())
-                if status["round"] >= rounds + WARMUP:
-                    break
-            time.sleep(0.02)
+            if status is not None and status["round"] >= rounds + WARMUP:
+                break
+            time.sleep(0.5)
     finally:
         cluster.stop()
+    stamps = commit_times((folder / "logs" / f"{specs[0].name}.log").read_text())
     ordered = [stamps[r] for r in sorted(stamps) if r >= WARMUP]
     per_round = [b - a for a, b in zip(ordered, ordered[1:])]
     commit_ms = []
     for log in (folder / "logs").glob("*.log"):
         commit_ms += [float(m) for m in re.findall(r"commit_ms=([0-9.]+)", log.read_text())]
     return per_round, commit_ms
+
+
+COMMITTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .* committed round (\d+) ", re.MULTILINE)
+
+
+def commit_times(log: str) -> dict[int, float]:
+    """Round -> seconds (epoch) of its 'committed round' log line."""
+    out = {}
+    for stamp, millis, round_ in COMMITTED.findall(log):
+        seconds = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+        out.setdefault(int(round_), seconds)
+    return out
 
 
 def plain_rounds(folder: Path, nodes: int, rounds: int, compression: str) -> list[float]:
@@ -61,7 +75,8 @@ def plain_rounds(folder: Path, nodes: int, rounds: int, compression: str) -> lis
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "bench.plain_peer", "--key", str(key), "--listen", f"/ip4/127.0.0.1/tcp/{ports[i]}",
              "--bootstrap", ",".join(a for j, a in enumerate(addrs) if j != i), "--members", ",".join(ids),
-             "--model", MODEL, "--compression", compression, "--index", str(i), "--rounds", str(rounds + WARMUP)],
+             "--model", MODEL, "--compression", compression, "--index", str(i), "--rounds", str(rounds + WARMUP),
+             "--threads", str(cores_per_node(nodes))],
             stdout=subprocess.PIPE, text=True))
     results = []
     for proc in procs:
@@ -81,17 +96,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--compression", nargs="+", default=["fp16", "topk"])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side, alternated (medians over all)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="swarm nodes evaluate the test set every N rounds (0: never, as the plain peers)")
     args = parser.parse_args()
     print(f"{'compression':12} {'swarm s/round':>14} {'plain s/round':>14} {'overhead':>9} "
           f"{'commit p50 ms':>14} {'commit p99 ms':>14}")
     for compression in args.compression:
-        with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
-            folder = Path(tmp)
-            swarm, commits = swarm_rounds(folder, args.nodes, args.rounds, compression)
-            plain = plain_rounds(folder, args.nodes, args.rounds, compression)
+        swarm, commits, plain = [], [], []
+        for _ in range(args.repeat):  # alternate the two sides, so that a change in machine load hits both
+            with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
+                folder = Path(tmp)
+                seconds, latencies = swarm_rounds(folder, args.nodes, args.rounds, compression, args.eval_every)
+                swarm += seconds
+                commits += latencies
+                plain += plain_rounds(folder, args.nodes, args.rounds, compression)
         s, p = statistics.median(swarm), statistics.median(plain)
         print(f"{compression:12} {s:14.3f} {p:14.3f} {100 * (s / p - 1):8.1f}% "
               f"{percentile(commits, 0.5):14.2f} {percentile(commits, 0.99):14.2f}", flush=True)
+    print(f"test-set evaluation on the swarm nodes: {'every %d rounds' % args.eval_every if args.eval_every else 'off'}"
+          " (the plain peers never evaluate)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ def run(args) -> int:
                         format=f"%(asctime)s {config.name or ''} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("libp2p").setLevel(logging.WARNING)
     logging.getLogger("libp2p").propagate = True
+    if config.torch_threads is not None:
+        import torch
+        torch.set_num_threads(config.torch_threads)
     return asyncio.run(serve(config, genesis, key))
 
 

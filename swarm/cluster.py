@@ -71,6 +71,11 @@ class ClusterOptions:
     data_root: str | None = None        # absolute folder holding each node's data dir (a per-node volume)
 
 
+def cores_per_node(nodes: int) -> int:
+    """Torch threads for each of ``nodes`` node processes sharing this machine's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, nodes))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,6 +154,8 @@ def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions,
         config["attack"] = options.attacks[spec.name]
     if options.max_rounds is not None:
         config["max_rounds"] = options.max_rounds
+    if options.hosts is None:  # every node on this machine: share its cores instead of oversubscribing them
+        config["torch_threads"] = cores_per_node(len(specs))
     for key, value in options.node_overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}

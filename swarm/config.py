@@ -45,6 +45,13 @@ class TrainingConfig:
     local_steps: int = field(default=10, metadata={"min": 1, "max": 10000})
     prox_mu: float = field(default=0.0, metadata={"min": 0.0})
     device: str = "auto"
+    # Evaluate the committed model on the test split every this many rounds (and at max_rounds); 0 = never. For
+    # people watching: it costs a forward pass over the test set and never touches the replicated state.
+    eval_every: int = field(default=1, metadata={"min": 0})
+    # Train the next round on the parameters this node's own aggregate gives while the current round is being
+    # agreed on; used only if the commit yields those very parameters (it nearly always does). Worth it when the
+    # node has cores to itself; off by default because nodes sharing cores (a local cluster) lost time with it.
+    train_ahead: bool = False
 
 
 @dataclass
@@ -60,6 +67,8 @@ class ConsensusConfig:
     election_timeout_s: float = field(default=2.0, metadata={"min": 0.05, "max": 600.0})
     collection_timeout_s: float = field(default=3.0, metadata={"min": 0.05, "max": 3600.0})
     snapshot_every: int = field(default=10, metadata={"min": 1})
+    # Committed entries the consensus core keeps in memory to serve catch-up; older ones are read from the store.
+    memory_rounds: int = field(default=256, metadata={"min": 1})
 
 
 @dataclass
@@ -67,6 +76,16 @@ class TransportConfig:
     max_payload_bytes: int = field(default=64 << 20, metadata={"min": 1024, "max": 1 << 30})
     dial_backoff_max_s: float = field(default=5.0, metadata={"min": 0.1})
     peer_timeout_s: float = field(default=2.0, metadata={"min": 0.1})
+
+
+@dataclass
+class FaultInjectionConfig:
+    """Test-only faults that an honest node cannot otherwise be made to show.
+
+    ``diverge_at_round``: when this node applies that committed round, its result is off by one ulp in one
+    parameter, as on a machine whose arithmetic differs. The node must notice (the certificate signs another state
+    hash), say so, stop contributing and resync from a certified snapshot. 0 = off."""
+    diverge_at_round: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass
@@ -84,6 +103,10 @@ class NodeConfig:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     attack: str | None = None           # an attack profile from swarm.attacks, for tests and demos only
+    fault_injection: FaultInjectionConfig = field(default_factory=FaultInjectionConfig)
+    # Torch intra-op threads for training and aggregation; None = torch's default (every core). Several nodes on one
+    # machine should split the cores (`swarm cluster up` does): oversubscribed OpenMP threads spin and stall.
+    torch_threads: int | None = field(default=None, metadata={"min": 1})
     max_rounds: int | None = field(default=None, metadata={"min": 1})
     log_level: str = field(default="INFO", metadata={"choices": ("DEBUG", "INFO", "WARNING", "ERROR")})
 

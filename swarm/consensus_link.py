@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from consensus.messages import (Message, committed_from_plain, committed_to_plain, from_wire, prepared_from_plain,
+from consensus.messages import (CommittedEntry, Message, committed_to_plain, from_wire, prepared_from_plain,
                                 prepared_to_plain, to_wire)
 from consensus.state import HardState, PersistedState
 from crypto.envelope import Envelope, MessageType, seal
@@ -74,9 +74,10 @@ def hard_state_from_plain(value: dict) -> HardState:
                      lock=None if value["lock"] is None else prepared_from_plain(value["lock"]))
 
 
-def persisted_state(hard_plain: dict | None, chain_plain: list) -> PersistedState:
+def persisted_state(hard_plain: dict | None, chain: list[CommittedEntry], base_round: int = 0) -> PersistedState:
+    """The core's restart state from the store: hard state plus the chain tail after ``base_round``."""
     hard = HardState() if hard_plain is None else hard_state_from_plain(hard_plain)
-    return PersistedState(hard=hard, chain=[committed_from_plain(item) for item in chain_plain])
+    return PersistedState(hard=hard, chain=chain, base_round=base_round)
 
 
 __all__ = ["Ed25519Crypto", "committed_to_plain", "decode_message", "encode_message", "hard_state_from_plain",

@@ -66,6 +66,14 @@ def render_node_metrics(node: "Node") -> str:
     out.family("swarm_leader_changes", "counter", "Times this node saw a new leader.", [({}, m.leader_changes)])
     out.family("swarm_divergence_events", "counter", "Times this node computed another state hash than the "
                "certified one.", [({}, m.divergences)])
+    out.family("swarm_snapshot_resyncs", "counter", "Times this node replaced its state by a certified snapshot "
+               "fetched from a peer.", [({}, m.snapshot_resyncs)])
+    out.family("swarm_rounds_trained_ahead", "counter", "Rounds whose local update was trained while the previous "
+               "round was being agreed on (training.train_ahead).", [({}, m.trained_ahead)])
+    out.family("swarm_payload_handovers", "counter", "Rounds whose payloads this node pushed to a leader that had not "
+               "proposed them in time.", [({}, m.payload_handovers)])
+    out.family("swarm_catchup_entries_from_store", "counter", "Committed entries older than the in-memory window "
+               "read back from the store to serve a lagging peer.", [({}, m.catchup_entries_from_store)])
     floor = node.protocol.reputation_floor
     table = list(node.state.reputation)
     out.family("swarm_peer_reputation", "gauge", "Committed reputation score per member (0..1).",

@@ -8,6 +8,7 @@ heartbeats. Local training runs in another thread and only ever produces this no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -18,11 +19,12 @@ from typing import Any
 
 import torch
 
-from consensus.actions import (Apply, Broadcast, BuildProposal, PersistEntry, PersistHardState, ReportEvidence, Send,
-                               ValidateProposal, WakeAt)
-from consensus.events import PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain, evidence_from_plain, evidence_to_plain
-from consensus.replica import Config as CoreConfig, Replica
+from consensus.actions import (Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
+                               ReportEvidence, Send, ValidateProposal, WakeAt)
+from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
+from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, committed_from_plain, evidence_from_plain,
+                                evidence_to_plain)
+from consensus.replica import FOLLOWER, LEADER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
 from crypto.envelope import decode as decode_envelope, open_envelope
 from crypto.keys import NodeKey
@@ -31,6 +33,7 @@ from swarm import compression, reputation
 from swarm.apply import Applied, InvalidEntry, aggregate_round, apply, finish
 from swarm.adversary import Adversary
 from swarm.config import Genesis, NodeConfig
+from swarm.malloc import release_free_memory
 from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
                                   persisted_state)
 from swarm.gradient import Gradient, digest_of, make_gradient
@@ -48,11 +51,16 @@ FETCH_TIMEOUT_S = 5.0
 APPLY_RETRY_S = 1.0
 HISTORY_ROUNDS = 512  # rounds of loss/accuracy/reputation kept in memory for the API (the store keeps the chain)
 READY_GRACE_S = 0.25
+# A follower that holds a quorum of payloads but sees no proposal this long after readiness (or after a leader change)
+# pushes them to the leader: a leader that was catching up dropped pushes meant for rounds it had not reached.
+HANDOVER_DELAY_S = 1.0
+TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/malloc.py)
 
 
 def _finish_and_hash(state, aggregated, signers, convicted) -> Applied:
+    """The entry-dependent rest of apply: cheap, because aggregation already hashed the new parameter bytes."""
     applied = finish(state, aggregated, signers, convicted)
-    applied.state.hash  # serialize and hash off the event loop
+    applied.state.hash  # only the small header is left to hash
     return applied
 
 
@@ -79,7 +87,10 @@ class Metrics:
     bytes_in: int = 0
     leader_changes: int = 0
     divergences: int = 0
-    snapshot_resyncs: int = 0
+    snapshot_resyncs: int = 0  # times the state was replaced by a certified snapshot fetched from a peer
+    catchup_entries_from_store: int = 0  # old committed entries read back from the store for a lagging peer
+    payload_handovers: int = 0  # rounds whose payloads this node pushed to a leader that did not propose in time
+    trained_ahead: int = 0  # rounds whose local update was trained while the previous round was being agreed on
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
@@ -122,6 +133,10 @@ class Node:
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
         self._preprepare_seen: dict[tuple[int, int], float] = {}
+        self._handed_over: tuple[int, int] | None = None  # (term, round) whose payloads went to the leader
+        self._last_trim = time.monotonic()
+        # (round, parameters, future update) of a local update trained ahead of its round's commit
+        self._ahead: tuple[int, torch.Tensor, asyncio.Future] | None = None
         self._training_round = 0
         self._jobs: asyncio.Queue = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -132,6 +147,7 @@ class Node:
         self._state_pool = ThreadPoolExecutor(1, thread_name_prefix="apply")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._leader_seen: str | None = None
+        self._role_seen: tuple[int, str, bool] = (0, "", False)
         self.transport = transport or self._make_transport()
         self.core = self._make_core()
 
@@ -149,10 +165,13 @@ class Node:
         self._restore_state()
         c = self.config.consensus
         timing = TimingConfig(heartbeat_interval=c.heartbeat_s, min_round_timeout=c.election_timeout_s)
-        persisted = persisted_state(self.store.get_meta("hard"),
-                                    [{"entry": row.entry, "cert": row.certificate} for row in self.store.rows()])
+        # The core keeps only the newest ``memory_rounds`` entries; it reads older ones back through LoadEntries.
+        first = max(1, self.store.last_round() - c.memory_rounds + 1)
+        persisted = persisted_state(self.store.get_meta("hard"), list(self._stored_committed(first)),
+                                    base_round=first - 1)
         core_config = CoreConfig(swarm_id=self.genesis.swarm_id, node_id=self.id, members=self.genesis.peer_ids,
-                                 genesis_state_hash=self.genesis_state.hash, timing=timing)
+                                 genesis_state_hash=self.genesis_state.hash, timing=timing,
+                                 memory_rounds=c.memory_rounds)
         return Replica(core_config, self.crypto, persisted, random.Random(), time.monotonic())
 
     def _restore_state(self) -> None:
@@ -209,7 +228,7 @@ class Node:
                        asyncio.create_task(self._ticker(), name="ticker")]
         # Entries persisted before a crash but not replayable from the store (payloads missing): apply them
         # again, fetching payloads or a certified snapshot from peers.
-        for committed in self.core.chain[self.state.round:]:
+        for committed in self._stored_committed(self.state.round + 1):
             self._jobs.put_nowait(("apply", committed))
         if self.state.round >= self.core.committed_round:
             self._start_round()
@@ -247,12 +266,28 @@ class Node:
             return
         for action in actions:
             self._execute(action)
+        self._log_role()
         leader = self.core.leader
         if leader != self._leader_seen:
             self._leader_seen = leader
             if leader is not None:
                 self.metrics.leader_changes += 1
                 log.info("term %d: leader is %s", self.core.term, self.genesis.name_of(leader))
+                self._schedule_handover(self.state.round + 1)
+
+    def _log_role(self) -> None:
+        """Elections are what an operator looks for when rounds stall: log every move to a new term or role."""
+        term, role = self.core.term, self.core.role
+        if role in (FOLLOWER, LEADER):  # logged as "leader is"
+            self._role_seen = (term, role, True)
+            return
+        live = self.core.term_is_live(term)
+        if (term, role, live) == self._role_seen:
+            return
+        self._role_seen = (term, role, live)
+        log.info("term %d: %s after %s (%s)", term, role, self.core.last_term_change, "a quorum entered it" if live else
+                 "waiting for a quorum to enter it; members' terms: " + ", ".join(
+                     f"{self.genesis.name_of(m)}={t}" for m, t in sorted(self.core.term_claims().items())))
 
     def _execute(self, action) -> None:
         if isinstance(action, Send):
@@ -284,6 +319,20 @@ class Node:
         elif isinstance(action, WakeAt):
             self._wake_at = action.time
             self._wake.set()
+        elif isinstance(action, LoadEntries):
+            self._spawn(self._load_entries(action), "load-entries")
+
+    async def _load_entries(self, action: LoadEntries) -> None:
+        """A peer asked for rounds older than the core's in-memory window: read them from the store (in a worker
+        thread) and hand them back to the core, which signs the answer."""
+        entries = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: tuple(self._stored_committed(action.from_round, action.limit)))
+        self.metrics.catchup_entries_from_store += len(entries)
+        self._step(EntriesLoaded(action.peer, action.from_round, entries))
+
+    def _stored_committed(self, start: int, limit: int = 1 << 30):
+        for row in self.store.rows(start, limit):
+            yield committed_from_plain({"entry": row.entry, "cert": row.certificate})
 
     def _send(self, peer: str, data: bytes) -> None:
         self.metrics.bytes_out += len(data)
@@ -410,7 +459,8 @@ class Node:
     async def _train_and_push(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            payloads = await loop.run_in_executor(self._train_pool, self._train, round_, state, observed)
+            update = await self._local_update(round_, state)
+            payloads = await loop.run_in_executor(self._train_pool, self._seal, round_, state, update, observed)
         except Exception:
             log.exception("local training failed for round %d", round_)
             return
@@ -424,15 +474,48 @@ class Node:
             await self._push(raw)
         self._check_ready()
 
-    def _train(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor]) -> list[bytes]:
-        """Worker thread: local update, optional attack, compression, signing. Returns envelope bytes to push."""
-        update = self.trainer.local_update(state.params)
+    async def _local_update(self, round_: int, state: ReplicatedState) -> torch.Tensor:
+        """This round's local update: the one trained ahead on these very parameters (see _train_ahead), or a
+        fresh one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == round_ and ahead[1] is state.params:
+            try:
+                update = await ahead[2]
+                self.metrics.trained_ahead += 1
+                return update
+            except Exception:
+                log.exception("training ahead for round %d failed; training again", round_)
+        return await asyncio.get_running_loop().run_in_executor(self._train_pool, self.trainer.local_update,
+                                                                state.params)
+
+    def _train_ahead(self, round_: int, aggregate: asyncio.Future) -> None:
+        """Start training ``round_`` on the parameters our own aggregate of the previous round gives, while that
+        round is still being agreed on. The commit nearly always names the same gradients, so the committed state
+        then holds this very parameter tensor and the update is used as is (it is signed only after the commit,
+        on the committed state hash); otherwise it is dropped. Training is local, never replicated: it may start
+        from anything, and the three-phase commit no longer leaves the CPU idle."""
+        if aggregate.cancelled() or aggregate.exception() is not None or self.diverged:
+            return
+        if self.adversary is not None or round_ != self.state.round + 2 or self._training_round >= round_:
+            return
+        if self._ahead is not None and self._ahead[0] >= round_:
+            return
+        if self.config.max_rounds is not None and round_ > self.config.max_rounds:
+            return
+        params = aggregate.result().params
+        future = asyncio.get_running_loop().run_in_executor(self._train_pool, self.trainer.local_update, params)
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        self._ahead = (round_, params, future)
+
+    def _seal(self, round_: int, state: ReplicatedState, update: torch.Tensor,
+              observed: list[torch.Tensor]) -> list[bytes]:
+        """Worker thread: optional attack, compression, signing. Returns envelope bytes to push."""
         if self.adversary is not None:
             return self.adversary.payloads(update, round_, state, observed)
         return [make_gradient(self.key, self.genesis.swarm_id, round_, state.hash, self.compressor.compress(update))]
 
-    async def _push(self, raw: bytes) -> None:
-        results = await self.transport.push(raw)
+    async def _push(self, raw: bytes, to: list[str] | None = None) -> None:
+        results = await self.transport.push(raw, to)
         self.metrics.bytes_out += len(raw) * sum(1 for r in results.values() if r.ok)
 
     def _check_ready(self) -> None:
@@ -454,6 +537,32 @@ class Node:
         if self.pool.count(round_, self.state.hash) < self.genesis.n:
             self._speculate(round_)
         self._step(PayloadsReady(round_))
+        self._schedule_handover(round_)
+
+    def _schedule_handover(self, round_: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # stepped outside the loop (tests drive the core directly)
+            return
+        loop.call_later(HANDOVER_DELAY_S, self._hand_over_if_no_proposal, round_)
+
+    def _hand_over_if_no_proposal(self, round_: int) -> None:
+        """Push the round's payloads to a leader that has not proposed it: a node elected right after catching up
+        has dropped the pushes for rounds it had not reached yet, and would otherwise stall until its term fails."""
+        term, leader = self.core.term, self.core.leader
+        if (round_ != self.state.round + 1 or leader is None or leader == self.id or self.core.role != FOLLOWER
+                or (term, round_) in self._preprepare_seen or self._handed_over == (term, round_)
+                or self._stopping.is_set()):
+            return
+        gradients = self.pool.for_round(round_, self.state.hash)
+        if len(gradients) < self.genesis.quorum:
+            return
+        self._handed_over = (term, round_)
+        self.metrics.payload_handovers += 1
+        log.info("no proposal for round %d from leader %s after %.1fs: pushing it the %d payloads held here",
+                 round_, self.genesis.name_of(leader), HANDOVER_DELAY_S, len(gradients))
+        for gradient in gradients:
+            self._spawn(self._push(gradient.raw, to=[leader]), "handover")
 
     def _cancel_ready_timer(self) -> None:
         if self._ready_timer is not None:
@@ -483,7 +592,7 @@ class Node:
             log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
             return
         params = self._entry_params()
-        applied = await self._apply_in_thread(self.state, gradients, params)
+        applied = await self._apply_gradients(self.state, gradients, params)
         entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
                       rule=self.protocol.rule, params=params, state_hash=applied.state.hash,
                       parent_state_hash=self.state.hash)
@@ -511,11 +620,10 @@ class Node:
         previous = self.store.row(round_ - 1)
         return entry_extras(self.genesis, params, round_, previous.digest if previous else None)
 
-    async def _apply_in_thread(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
+    async def _apply_gradients(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
         signers, convicted = self._entry_extras(params, state.round + 1)
         aggregated = await self._aggregate(state, gradients)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _finish_and_hash, state, aggregated, signers, convicted)
+        return _finish_and_hash(state, aggregated, signers, convicted)  # no thread hop: it takes well under 1 ms
 
     def _aggregate(self, state: ReplicatedState, gradients: list[Gradient]) -> asyncio.Future:
         """The round's aggregation for this exact set of gradients, computed once (and possibly ahead of the
@@ -537,6 +645,8 @@ class Node:
         if len(gradients) >= self.genesis.quorum:
             future = self._aggregate(self.state, gradients)
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            if self.config.training.train_ahead:
+                future.add_done_callback(lambda f, next_round=round_ + 1: self._train_ahead(next_round, f))
 
     async def _validate(self, term: int, round_: int, entry: Entry) -> None:
         ok = False
@@ -563,7 +673,7 @@ class Node:
         if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
             raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
         gradients = [await self._gradient_by_digest(d, entry.round, entry.parent_state_hash) for d in digests]
-        return await self._apply_in_thread(self.state, gradients, dict(entry.params))
+        return await self._apply_gradients(self.state, gradients, dict(entry.params))
 
     async def _gradient_by_digest(self, digest: bytes, round_: int, parent: bytes) -> Gradient:
         known = self.pool.by_digest(digest)
@@ -622,6 +732,8 @@ class Node:
             log.warning("round %d cannot be applied from its payloads (%s): trying the certified snapshot",
                         entry.round, exc)
             applied = None
+        if applied is not None and entry.round == self.config.fault_injection.diverge_at_round:
+            applied = _off_by_one_ulp(applied)
         if applied is not None and applied.state.hash != entry.state_hash:
             self._divergence(f"round {entry.round}: applying the committed entry gave another state hash")
             applied = None
@@ -695,7 +807,9 @@ class Node:
             self.metrics.commit_seconds.append(now - seen)
             commit_ms = f" commit_ms={1000 * (now - seen):.2f}"
         if entry.round % self.config.consensus.snapshot_every == 0:
-            self.store.save_snapshot(self.state.round, self.state.hash, self.state.serialize())
+            state = self.state  # megabytes to write and fsync: off the event loop
+            self._spawn(asyncio.to_thread(self.store.save_snapshot, state.round, state.hash, state.serialize()),
+                        f"snapshot-{state.round}")
         record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, None, None,
                              applied.rule_used if applied else entry.rule,
                              sorted(self.genesis.name_of(p) for p in (applied.aggregated if applied else ())),
@@ -709,7 +823,15 @@ class Node:
             log.info("reached max_rounds=%d", self.config.max_rounds)
         if self.state.round >= self.core.committed_round:
             self._start_round()  # training of the next round first: evaluation is for humans and can wait
-        self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
+        if now - self._last_trim >= TRIM_EVERY_S:
+            self._last_trim = now
+            asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+        every = self.config.training.eval_every
+        final = self.config.max_rounds is not None and record.round >= self.config.max_rounds
+        if every and (record.round % every == 0 or final):
+            self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
+        else:
+            self._log_commit(record, commit_ms)
 
     async def _evaluate(self, record: RoundRecord, params: torch.Tensor, commit_ms: str) -> None:
         loop = asyncio.get_running_loop()
@@ -721,6 +843,17 @@ class Node:
             return
         if self.history and self.history[-1] is record:
             self.last_eval = (record.loss, record.accuracy)
-        log.info("committed round %d term %d leader %s loss %.4f acc %.4f hash %s%s", record.round, record.term,
-                 self.genesis.name_of(record.leader) if record.leader else "-", record.loss, record.accuracy,
+        self._log_commit(record, commit_ms)
+
+    def _log_commit(self, record: RoundRecord, commit_ms: str) -> None:
+        evaluated = "" if record.loss is None else f" loss {record.loss:.4f} acc {record.accuracy:.4f}"
+        log.info("committed round %d term %d leader %s%s hash %s%s", record.round, record.term,
+                 self.genesis.name_of(record.leader) if record.leader else "-", evaluated,
                  record.state_hash.hex()[:12], commit_ms)
+
+
+def _off_by_one_ulp(applied: Applied) -> Applied:
+    """The fault ``fault_injection.diverge_at_round`` injects: the first parameter moved to the next float32."""
+    params = applied.state.params.clone()
+    params[0] = torch.nextafter(params[0], torch.tensor(float("inf")))
+    return dataclasses.replace(applied, state=dataclasses.replace(applied.state, params=params, _hash=None))

@@ -4,8 +4,12 @@
     state_hash_r = SHA-256(serialize(state_r))
 
 Every honest node holds the same bytes after committing round r, so the hash is what commit certificates sign and
-what a late joiner checks a snapshot against. The layout is a u32-prefixed header in :mod:`crypto.wire` followed by
-the raw little-endian float32 parameters and momentum.
+what a late joiner checks a snapshot against.
+
+Layout: the raw little-endian float32 parameters and momentum (the body), then the header in :mod:`crypto.wire`
+(version, round, parent, dim, reputation), then the header's length as a u32. The body comes first on purpose:
+it depends only on the aggregate, which a node computes before any proposal names it, so the SHA-256 of those
+megabytes can be absorbed ahead of time (:class:`StateBody`) and a proposal's hash then costs only its small header.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ import numpy as np
 import torch
 
 from crypto import wire
-from crypto.wire import DecodeError, Reader
+from crypto.wire import DecodeError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_HEADER = 16 << 20
 _U32 = struct.Struct("<I")
 
@@ -46,6 +50,26 @@ class PeerReputation:
         return cls(*value)
 
 
+class StateBody:
+    """The parameter and momentum bytes of a state, with a SHA-256 that has already absorbed them. It remembers
+    which tensors it was made from, so a state copied with other tensors (dataclasses.replace) never reuses it."""
+
+    __slots__ = ("params", "momentum", "data", "hasher")
+
+    def __init__(self, params: torch.Tensor, momentum: torch.Tensor):
+        self.params, self.momentum = params, momentum
+        dim = params.numel()
+        data = bytearray(8 * dim)  # filled in place: one copy of each tensor, none for the hash
+        target = np.frombuffer(data, dtype="<f4")
+        target[:dim] = params.detach().to("cpu", torch.float32).reshape(-1).numpy()
+        target[dim:] = momentum.detach().to("cpu", torch.float32).reshape(-1).numpy()
+        self.data = data
+        self.hasher = hashlib.sha256(data)
+
+    def made_from(self, params: torch.Tensor, momentum: torch.Tensor) -> bool:
+        return self.params is params and self.momentum is momentum
+
+
 @dataclass(frozen=True)
 class ReplicatedState:
     round: int
@@ -54,29 +78,46 @@ class ReplicatedState:
     reputation: tuple[tuple[str, PeerReputation], ...]  # sorted by peer id
     parent_hash: bytes                 # state_hash of round - 1 (round 0: hash of the genesis)
     _hash: bytes | None = field(default=None, compare=False, repr=False)
+    _body: StateBody | None = field(default=None, compare=False, repr=False)  # precomputed by aggregation
 
     def reputation_of(self, peer_id: str) -> PeerReputation:
         return dict(self.reputation)[peer_id]
 
-    def serialize(self) -> bytes:
+    def _trailer(self) -> bytes:
         header = wire.dumps({
             "version": STATE_VERSION, "round": self.round, "parent": self.parent_hash,
             "dim": int(self.params.numel()),
             "reputation": [[peer, rep.to_plain()] for peer, rep in self.reputation],
         })
-        return b"".join([_U32.pack(len(header)), header, _le_bytes(self.params), _le_bytes(self.momentum)])
+        return header + _U32.pack(len(header))
+
+    def body(self) -> StateBody:
+        if self._body is None or not self._body.made_from(self.params, self.momentum):
+            object.__setattr__(self, "_body", StateBody(self.params, self.momentum))
+        return self._body
+
+    def serialize(self) -> bytes:
+        return b"".join((self.body().data, self._trailer()))
 
     @property
     def hash(self) -> bytes:
         if self._hash is None:
-            object.__setattr__(self, "_hash", hashlib.sha256(self.serialize()).digest())
+            hasher = self.body().hasher.copy()
+            hasher.update(self._trailer())
+            object.__setattr__(self, "_hash", hasher.digest())
         return self._hash
 
     @classmethod
     def deserialize(cls, data: bytes, expected_dim: int, members: list[str]) -> "ReplicatedState":
         """Rebuild a state from a snapshot; a peer's bytes, so everything is checked (then compare the hash)."""
-        reader = Reader(data)
-        header = wire.loads(reader.blob(MAX_HEADER))
+        view = memoryview(data)
+        if len(view) < _U32.size:
+            raise DecodeError("truncated", "snapshot shorter than its length field")
+        (header_len,) = _U32.unpack(view[-_U32.size:])
+        body_len = len(view) - _U32.size - header_len
+        if header_len > MAX_HEADER or body_len < 0:
+            raise DecodeError("bad_state", f"snapshot header of {header_len} bytes does not fit")
+        header = wire.loads(bytes(view[body_len:len(view) - _U32.size]))
         if not isinstance(header, dict) or set(header) != {"version", "round", "parent", "dim", "reputation"}:
             raise DecodeError("bad_state", "unexpected snapshot header")
         if header["version"] != STATE_VERSION:
@@ -90,9 +131,10 @@ class ReplicatedState:
                                            for row in table] != sorted(members):
             raise DecodeError("bad_state", "reputation table does not list exactly the members")
         reputation = tuple((row[0], PeerReputation.from_plain(row[1])) for row in table)
-        params = _from_le(reader.take(4 * expected_dim), expected_dim)
-        momentum = _from_le(reader.take(4 * expected_dim), expected_dim)
-        reader.expect_end()
+        if body_len != 8 * expected_dim:
+            raise DecodeError("bad_state", f"snapshot body of {body_len} bytes, expected {8 * expected_dim}")
+        params = _from_le(view[:4 * expected_dim], expected_dim)
+        momentum = _from_le(view[4 * expected_dim:body_len], expected_dim)
         return cls(header["round"], params, momentum, reputation, header["parent"])
 
 
@@ -100,10 +142,6 @@ def genesis_state(params: torch.Tensor, members: list[str], genesis_hash: bytes)
     params = params.detach().to("cpu", torch.float32).contiguous().clone()
     return ReplicatedState(0, params, torch.zeros_like(params),
                            tuple((peer, PeerReputation()) for peer in sorted(members)), genesis_hash)
-
-
-def _le_bytes(tensor: torch.Tensor) -> bytes:
-    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
 
 
 def _from_le(raw, dim: int) -> torch.Tensor:

@@ -1,10 +1,15 @@
-"""The node's durable store: SQLite in WAL mode plus snapshot files named by state hash.
+"""The node's durable store: SQLite in WAL mode, snapshot files named by state hash, payload files by digest.
 
 Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted
 values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
-name (so a store can be replayed and audited offline), and local peer scores. Every write is one transaction
-with ``synchronous=FULL``: a node killed at any instant finds either the old or the new value, never half.
-Snapshots are written to a temporary file, fsynced and renamed into place.
+name (so a store can be replayed and audited offline), and local peer scores. Every SQLite write is one
+transaction with ``synchronous=FULL``: a node killed at any instant finds either the old or the new value, never
+half. Snapshots are written to a temporary file, fsynced and renamed into place.
+
+Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
+but not fsynced: they are content-addressed and every peer holds them, so a copy lost or torn by a power cut
+fails its digest check and is fetched again, exactly like a damaged one. Keeping them out of SQLite spares the
+WAL a double write and an fsync of every payload, the largest cost of a round's bookkeeping.
 """
 from __future__ import annotations
 
@@ -22,9 +27,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chain (
     round INTEGER PRIMARY KEY, term INTEGER NOT NULL, digest BLOB NOT NULL, entry BLOB NOT NULL,
     certificate BLOB NOT NULL, state_hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS gradients (
-    digest BLOB PRIMARY KEY, round INTEGER NOT NULL, sender TEXT NOT NULL, raw BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS gradients_round ON gradients(round);
+CREATE TABLE IF NOT EXISTS payloads (digest BLOB PRIMARY KEY, round INTEGER NOT NULL, sender TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS payloads_round ON payloads(round);
 CREATE TABLE IF NOT EXISTS local_scores (
     peer TEXT PRIMARY KEY, score REAL NOT NULL, rejected INTEGER NOT NULL, last_reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (round INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
@@ -41,6 +45,12 @@ class ChainRow:
     state_hash: bytes
 
 
+
+def payload_file(data_dir: Path, digest: bytes) -> Path:
+    """Where a node's data dir keeps the gradient envelope with this SHA-256 (also for tools reading a live store)."""
+    name = digest.hex()
+    return Path(data_dir) / "payloads" / name[:2] / name
+
 class StoreError(RuntimeError):
     """The store refused a write that would break an invariant (e.g. overwrite a committed round)."""
 
@@ -50,6 +60,7 @@ class Store:
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "snapshots").mkdir(exist_ok=True)
+        (self.dir / "payloads").mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.dir / "node.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -82,8 +93,7 @@ class Store:
             top = self._db.execute("SELECT MAX(round) FROM chain").fetchone()[0]
             if top is not None and row.round != top + 1:
                 raise StoreError(f"round {row.round} does not follow committed round {top}")
-            self._db.executemany("INSERT OR IGNORE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
-                                 gradients)
+            self._write_payloads(gradients)
             self._db.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?)",
                              (row.round, row.term, row.digest, wire.dumps(row.entry), wire.dumps(row.certificate),
                               row.state_hash))
@@ -92,8 +102,21 @@ class Store:
         """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit. The
         caller has checked each against its digest, so a damaged copy already stored is replaced."""
         with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO gradients(digest, round, sender, raw) VALUES (?, ?, ?, ?)",
-                                 gradients)
+            self._write_payloads(gradients)
+
+    def _write_payloads(self, gradients) -> None:
+        """Files first, then their rows (inside the caller's transaction)."""
+        for digest, _round, _sender, raw in gradients:
+            path = self.payload_path(digest)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(raw)
+            os.replace(tmp, path)  # a damaged copy already there is replaced whole
+        self._db.executemany("INSERT OR REPLACE INTO payloads(digest, round, sender) VALUES (?, ?, ?)",
+                             [(digest, round_, sender) for digest, round_, sender, _raw in gradients])
+
+    def payload_path(self, digest: bytes) -> Path:
+        return payload_file(self.dir, digest)
 
     def last_round(self) -> int:
         with self._lock:
@@ -116,15 +139,17 @@ class Store:
         return next(self.rows(round_, 1), None) if round_ >= 1 else None
 
     def gradient(self, digest: bytes) -> bytes | None:
-        with self._lock:
-            row = self._db.execute("SELECT raw FROM gradients WHERE digest = ?", (digest,)).fetchone()
-        return None if row is None else row[0]
+        """The stored envelope with this digest, or None; callers check the bytes against the digest."""
+        try:
+            return self.payload_path(digest).read_bytes()
+        except OSError:
+            return None
 
     def gradient_senders(self, digests: list[bytes]) -> list[str]:
         """Who sent the stored gradients with these digests (the sender recorded when the entry was adopted)."""
         with self._lock:
             return [row[0] for digest in digests
-                    for row in self._db.execute("SELECT sender FROM gradients WHERE digest = ?", (digest,))]
+                    for row in self._db.execute("SELECT sender FROM payloads WHERE digest = ?", (digest,))]
 
     # ---------------------------------------------------------------- snapshots
     def save_snapshot(self, round_: int, state_hash: bytes, data: bytes) -> Path:

@@ -27,6 +27,22 @@ def api(cluster: Cluster, name: str, path: str):
     return get_json(f"{cluster.spec(name).api}{path}", 5.0)
 
 
+def metrics(cluster: Cluster, name: str) -> dict[str, float]:
+    """One node's /metrics parsed with Prometheus's own parser: sample name (+ JSON labels) -> value."""
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"{cluster.spec(name).api}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name + json.dumps(sample.labels, sort_keys=True) if sample.labels else sample.name
+            samples[key] = sample.value
+    return samples
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     last = None

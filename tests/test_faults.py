@@ -6,6 +6,7 @@ also leaves the swarm healthy for the next test.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -99,6 +100,10 @@ def swarm(tmp_path_factory):
             nodes=len(NAMES), base_port=9000, hosts=[lab.ip(i) for i in range(len(NAMES))], api_host="0.0.0.0",
             local_steps=3))
         (folder / "logs").mkdir()
+        if os.environ.get("SWARM_TEST_LOG_LEVEL"):  # e.g. DEBUG, to chase a failure in the nodes' logs
+            for spec in specs:
+                with open(spec.config_path, "a") as config:
+                    config.write(f"log_level: {os.environ['SWARM_TEST_LOG_LEVEL']}\n")
         for i, spec in enumerate(specs):
             procs.append(lab.popen(i, [sys.executable, "-m", "cli.main", "node", "--config", str(spec.config_path)],
                                    folder / "logs" / f"{spec.name}.log"))

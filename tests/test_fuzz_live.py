@@ -29,6 +29,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from crypto.envelope import MessageType, seal
 from crypto.keys import NodeKey, load_key
 from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster
+from swarm.store import payload_file
 from swarm.transport import bulk
 from swarm.transport.engine import CONTROL_PROTOCOL
 from swarm.transport.framing import CONTROL_HEADER, KIND_DATA, bulk_header, encode_control
@@ -150,12 +151,13 @@ def frame_killers(n: int) -> list[bytes]:
 
 # ----------------------------------------------------------------------------------------------- test
 def replays_from_store(data_dir: Path, limit: int = 8) -> list[bytes]:
-    """Old valid gradients signed by honest nodes, read from a node's SQLite store."""
+    """Old valid gradients signed by honest nodes, read from a node's store (payload files named by digest)."""
     db = sqlite3.connect(f"file:{data_dir / 'node.sqlite'}?mode=ro", uri=True)
     try:
-        rows = [bytes(r[0]) for r in db.execute("select raw from gradients order by round limit ?", (limit,))]
+        digests = [bytes(r[0]) for r in db.execute("select digest from payloads order by round limit ?", (limit,))]
     finally:
         db.close()
+    rows = [payload_file(data_dir, d).read_bytes() for d in digests]
     assert rows, "no stored gradients to replay"
     return rows
 

@@ -10,33 +10,19 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import main
 from crypto import wire
-from tests.cluster_harness import logs_tail, running_cluster, wait_for_round, wait_until
+from tests.cluster_harness import logs_tail, metrics, running_cluster, wait_for_round, wait_until
 from swarm.cluster import get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 NAMES = ["node0", "node1", "node2", "node3"]
 HONEST = NAMES[:3]
 ROUNDS = 12
-
-
-def _metrics(url: str) -> dict[str, float]:
-    import urllib.request
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = sample.name + json.dumps(sample.labels, sort_keys=True) if sample.labels else sample.name
-            samples[key] = sample.value
-    return samples
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def swarm(tmp_path_factory):
         try:
             url = cluster.spec("node0").api
             wait_until(lambda: (get_json(url + "/status") or {}).get("round", 0) >= 1, 240, "round 1", 0.05)
-            early = _metrics(url)
+            early = metrics(cluster, "node0")
             wait_for_round(cluster, HONEST, ROUNDS, timeout=300)
         except AssertionError:
             print(logs_tail(cluster, "node0"))
@@ -84,7 +70,7 @@ def test_log_has_one_entry_per_round_with_a_quorum_of_distinct_signers(swarm, ca
 
 
 def test_metrics_parse_and_counters_move_as_rounds_commit(swarm):
-    early, late = swarm.early_metrics, _metrics(swarm.spec("node0").api)
+    early, late = swarm.early_metrics, metrics(swarm, "node0")
     assert early["swarm_round"] < ROUNDS <= late["swarm_round"]
     assert late["swarm_rounds_committed_total"] > early["swarm_rounds_committed_total"]
     assert late["swarm_round_seconds_count"] > early["swarm_round_seconds_count"]
@@ -179,8 +165,11 @@ def test_verify_names_the_round_of_a_flipped_gradient_byte(stopped, tmp_path, ca
     data_dir = _copy_node(stopped, "node2", tmp_path)
     db_path = data_dir / "node.sqlite"
     with sqlite3.connect(db_path) as db:
-        digest, raw = db.execute("SELECT digest, raw FROM gradients WHERE round = 7 ORDER BY digest").fetchone()
-    _flip_byte_in(db_path, "gradients", "raw", "digest", digest, raw[len(raw) // 2: len(raw) // 2 + 64])
+        (digest,) = db.execute("SELECT digest FROM payloads WHERE round = 7 ORDER BY digest").fetchone()
+    path = data_dir / "payloads" / digest.hex()[:2] / digest.hex()
+    flipped = bytearray(path.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x01
+    path.write_bytes(bytes(flipped))
     code = main(["verify", "--data-dir", str(data_dir)])
     out = capsys.readouterr().out
     assert code == 1

@@ -75,3 +75,21 @@ def test_convicted_member_is_penalised_and_score_is_clamped():
     assert dict(table)["d"].penalties == 5
     assert score(dict(table)["d"]) == 0.1
     assert score(PeerReputation()) == 1.0
+
+
+def test_round_geometry_matches_a_float64_reference():
+    """Distance and cosine of each row to the aggregate (the reputation's quality inputs), computed in chunks."""
+    import torch
+
+    from swarm.apply import GEOMETRY_CHUNK, _distances_and_cosines
+    gen = torch.Generator().manual_seed(5)
+    d = 3 * GEOMETRY_CHUNK + 17  # a ragged last chunk
+    rows = [torch.randn(d, generator=gen) for _ in range(3)] + [torch.zeros(d)]
+    target = torch.randn(d, generator=gen)
+    got = _distances_and_cosines(rows, target)
+    for row, (distance, cosine) in zip(rows, got):
+        a, b = row.double(), target.double()
+        assert abs(distance - float((a - b).norm())) <= 1e-12 * float((a - b).norm())
+        expected = float(a @ b / (a.norm() * b.norm())) if float(a.norm()) > 0 else 0.0
+        assert abs(cosine - expected) <= 1e-12
+    assert got[3][1] == 0.0  # a zero row has no direction

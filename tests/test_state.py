@@ -58,3 +58,22 @@ def test_snapshot_with_wrong_shape_members_or_nan_is_refused():
         ReplicatedState.deserialize(data[:-1], 50, MEMBERS)
     with pytest.raises(DecodeError):
         ReplicatedState.deserialize(data + b"\0", 50, MEMBERS)
+
+
+def test_hash_is_the_sha256_of_the_snapshot_bytes_even_from_a_prehashed_body():
+    """Snapshots stay content-addressed: a peer fetching one by state hash checks it with a plain SHA-256."""
+    import hashlib
+
+    from swarm.state import StateBody
+    state = make_state(seed=3)
+    params = state.params * 0.5
+    momentum = torch.ones_like(params)
+    body = StateBody(params, momentum)  # what aggregation computes ahead of the proposal
+    fast = ReplicatedState(1, params, momentum, state.reputation, state.hash, _body=body)
+    slow = ReplicatedState(1, params.clone(), momentum.clone(), state.reputation, state.hash)
+    assert fast.hash == slow.hash == hashlib.sha256(fast.serialize()).digest()
+    assert ReplicatedState.deserialize(fast.serialize(), 50, MEMBERS).hash == fast.hash
+    # A copy with other parameters never reuses the body hashed for the old ones.
+    moved = dataclasses.replace(fast, params=params + 1.0, _hash=None)
+    assert moved.hash != fast.hash
+    assert moved.hash == hashlib.sha256(moved.serialize()).digest()

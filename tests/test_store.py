@@ -56,3 +56,18 @@ def test_snapshots_are_found_by_hash_and_missing_files_skipped(tmp_path):
     assert store.latest_snapshot() == (5, b"\x05" * 32, b"five")
     assert not list((tmp_path / "snapshots").glob("*.tmp"))
     store.close()
+
+
+def test_payloads_are_files_by_digest_and_a_damaged_copy_is_replaced_whole(tmp_path):
+    store = Store(tmp_path)
+    digest = b"p" * 32
+    store.add_gradients([(digest, 4, "b", b"good bytes")])
+    path = store.payload_path(digest)
+    assert path.read_bytes() == b"good bytes" and path.parent.parent == tmp_path / "payloads"
+    path.write_bytes(b"good bytez")  # damage on disk: callers see it through the digest check
+    store.add_gradients([(digest, 4, "b", b"good bytes")])
+    assert store.gradient(digest) == b"good bytes"
+    assert store.gradient(b"q" * 32) is None
+    assert store.gradient_senders([digest]) == ["b"]
+    assert not list(path.parent.glob("*.tmp"))
+    store.close()
