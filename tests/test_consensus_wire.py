@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from crypto import wire
 from crypto.wire import DecodeError
 from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Evidence,
-                                EvidenceMessage, Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout,
+                                EvidenceMessage, Heartbeat, Prepare, RequestVote, Timeout,
                                 from_wire, to_wire)
 
 from tests.test_consensus_harness import commit, entry, new_term, prepared_cert, preprepare, sign, vote

@@ -8,7 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from crypto.envelope import DOMAIN, Envelope, MessageType, decode, open_envelope, seal
+from crypto.envelope import DOMAIN, MessageType, decode, open_envelope, seal
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 

@@ -61,7 +61,6 @@ def test_one_step_update_is_the_gradient(digits_trainer):
     assert g.shape == p.shape and g.dtype == torch.float32 and g.device.type == "cpu"
     assert float(g.norm()) > 0
     # a small step along -g lowers the loss on the training data
-    model = digits_trainer.model
     loss_before = _train_loss(digits_trainer, p)
     assert _train_loss(digits_trainer, p - 0.5 * g) < loss_before
 
