@@ -711,7 +711,8 @@ class Node:
             peers.sort(key=lambda p: p != self.core.leader)
             for peer in peers:
                 try:
-                    raw = await asyncio.wait_for(self.transport.fetch(peer, digest), FETCH_TIMEOUT_S)
+                    async with asyncio.timeout(FETCH_TIMEOUT_S):  # not wait_for: see _ticker
+                        raw = await self.transport.fetch(peer, digest)
                 except Exception as exc:  # a peer that fails (or times out) is just one of several
                     log.debug("fetch %s from %s failed: %s", digest.hex()[:12], peer[:12], exc)
                     continue
