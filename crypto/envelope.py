@@ -5,14 +5,18 @@ Layout (little-endian)::
     magic "SWRM" | version u8 | type u8 | swarm id (u8 length + UTF-8, <= 64) | sender Ed25519 key (32)
     | term u64 | round u64 | fields (u32 length + crypto.wire dict) | payload (u32 length + bytes) | signature (64)
 
-The signature is Ed25519 over ``DOMAIN + every byte before it``, so it covers the swarm id, type, term, round,
-fields and payload: a signature cannot be replayed into another swarm, message type, term or round, and the
-domain string keeps it from ever verifying as some other protocol's signature. Sizes are checked against the
-caller's limit before anything is parsed, and every failure is a :class:`DecodeError` with a reason.
+The signature is Ed25519 over ``DOMAIN + every byte before the payload bytes + SHA-256(payload)``, so it covers
+the swarm id, type, term, round, fields, payload length and payload: a signature cannot be replayed into another
+swarm, message type, term or round, and the domain string keeps it from ever verifying as some other protocol's
+signature. The payload enters through its SHA-256 (hash-then-sign) because Ed25519 hashes its whole message with
+SHA-512, twice to sign and once to verify: over a 2 MB gradient that was ~5 ms to sign and ~2.6 ms to verify,
+against ~1.1 ms for one SHA-256 (SHA-NI) and microseconds for the rest. Sizes are checked against the caller's
+limit before anything is parsed, and every failure is a :class:`DecodeError` with a reason.
 """
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +26,8 @@ from crypto.peer_id import peer_id_from_public_key
 from crypto.wire import DecodeError, Reader, dumps, loads
 
 MAGIC = b"SWRM"
-VERSION = 1
-DOMAIN = b"swarm/envelope/v1\0"
+VERSION = 2  # 2: the payload is signed through its SHA-256
+DOMAIN = b"swarm/envelope/v2\0"
 SIGNATURE_SIZE = 64
 MAX_SWARM_ID = 64
 MAX_FIELDS = 4 << 20
@@ -60,31 +64,35 @@ class Envelope:
         """The sender's libp2p peer id."""
         return peer_id_from_public_key(self.sender_key)
 
-    def signed_part(self) -> bytes:
+    def header(self) -> bytes:
+        """Every byte before the payload bytes (it ends with the payload's length)."""
         swarm = self.swarm_id.encode("utf-8")
         if len(swarm) > MAX_SWARM_ID:
             raise ValueError(f"swarm id longer than {MAX_SWARM_ID} bytes")
         fields = dumps(self.fields)
         return b"".join([
             _HEAD.pack(MAGIC, VERSION, int(self.type)), bytes([len(swarm)]), swarm, self.sender_key,
-            _TERM_ROUND.pack(self.term, self.round), _U32.pack(len(fields)), fields,
-            _U32.pack(len(self.payload)), self.payload,
+            _TERM_ROUND.pack(self.term, self.round), _U32.pack(len(fields)), fields, _U32.pack(len(self.payload)),
         ])
+
+    def signed_message(self) -> bytes:
+        """What the signature is over (see the module docstring)."""
+        return DOMAIN + self.header() + hashlib.sha256(self.payload).digest()
 
     def encode(self) -> bytes:
         if len(self.signature) != SIGNATURE_SIZE:
             raise ValueError("envelope is not signed")
-        return self.signed_part() + self.signature
+        return b"".join([self.header(), self.payload, self.signature])
 
     def verify(self) -> bool:
-        return verify(self.sender_key, DOMAIN + self.signed_part(), self.signature)
+        return verify(self.sender_key, self.signed_message(), self.signature)
 
 
 def seal(key: NodeKey, type: MessageType, swarm_id: str, term: int, round: int,
          fields: dict[str, Any] | None = None, payload: bytes = b"") -> Envelope:
     """Build and sign an envelope from this node."""
     unsigned = Envelope(MessageType(type), swarm_id, key.public_bytes, term, round, dict(fields or {}), bytes(payload))
-    signature = key.sign(DOMAIN + unsigned.signed_part())
+    signature = key.sign(unsigned.signed_message())
     return Envelope(unsigned.type, swarm_id, unsigned.sender_key, term, round, unsigned.fields, unsigned.payload,
                     signature)
 

@@ -3,6 +3,7 @@
 Together these run well over 10,000 generated cases per CI run.
 """
 import dataclasses
+import hashlib
 import random
 
 import pytest
@@ -93,9 +94,22 @@ def test_sender_substitution_is_caught():
 
 def test_signature_is_domain_separated():
     # A bare signature over the same bytes without the domain prefix must not verify as an envelope.
-    bare = KEY.sign(SAMPLE.signed_part())
+    bare = KEY.sign(SAMPLE.signed_message()[len(DOMAIN):])
     assert not dataclasses.replace(SAMPLE, signature=bare).verify()
-    assert KEY.sign(DOMAIN + SAMPLE.signed_part()) == SAMPLE.signature
+    assert KEY.sign(SAMPLE.signed_message()) == SAMPLE.signature
+
+
+def test_payload_is_signed_through_its_hash():
+    # Every payload byte counts: one flipped bit in a large payload breaks the signature, and the signed message
+    # stays small whatever the payload's size.
+    big = seal(KEY, MessageType.GRADIENT, "swarm-a", 1, 2, {}, bytes(range(256)) * 4096)
+    raw = bytearray(big.encode())
+    assert open_envelope(bytes(raw), "swarm-a").payload == big.payload
+    raw[len(big.header()) + 500_000] ^= 0x01
+    with pytest.raises(DecodeError, match="bad_signature"):
+        open_envelope(bytes(raw), "swarm-a")
+    assert len(big.signed_message()) < 200
+    assert big.signed_message().endswith(hashlib.sha256(big.payload).digest())
 
 
 def test_size_limit_is_checked_before_parsing():
