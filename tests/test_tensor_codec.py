@@ -73,3 +73,19 @@ def test_mutations_only_decode_error(position, value, dtype):
         decode_tensor(bytes(data), 1024)
     except DecodeError:
         pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_finds_every_nan_and_inf_and_accepts_extreme_finite_values(dtype):
+    from swarm.tensor_codec import all_finite
+    largest = torch.finfo(dtype).max
+    extreme = torch.full((100_000,), largest, dtype=dtype)  # a naive same-type sum would overflow to inf
+    assert all_finite(extreme) and all_finite(-extreme) and all_finite(torch.empty(0, dtype=dtype))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for where in (0, 54_321, 99_999):
+            poisoned = extreme.clone()
+            poisoned[where] = bad
+            assert not all_finite(poisoned), (bad, where)
+    both = torch.zeros(10, dtype=dtype)
+    both[2], both[7] = float("inf"), float("-inf")
+    assert not all_finite(both)
