@@ -3,19 +3,25 @@
 Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted
 values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
 name (so a store can be replayed and audited offline), and local peer scores. Every SQLite write is one
-transaction with ``synchronous=FULL``: a node killed at any instant finds either the old or the new value, never
-half. Snapshots are written to a temporary file, fsynced and renamed into place.
+transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
+values are fsynced before the core's next message goes out (``synchronous=FULL``): a vote or lock lost to a power
+cut could make an honest node equivocate. Chain rows and payload rows are not (``NORMAL``: a kill -9 still never
+loses them, the WAL is in the OS's hands): the next consensus write's fsync covers them, and a power cut can only
+cost the newest committed rounds, which 2f+1 peers hold with their certificates and catch-up fetches again.
+Snapshots are written to a temporary file, fsynced and renamed into place.
 
 Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
 but not fsynced: they are content-addressed and every peer holds them, so a copy lost or torn by a power cut
 fails its digest check and is fetched again, exactly like a damaged one. Keeping them out of SQLite spares the
-WAL a double write and an fsync of every payload, the largest cost of a round's bookkeeping.
+WAL a double write and an fsync of every payload, the largest cost of a round's bookkeeping. They are written
+before the database lock is taken, so megabytes of file writes never hold up a vote waiting to be persisted.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +57,7 @@ def payload_file(data_dir: Path, digest: bytes) -> Path:
     name = digest.hex()
     return Path(data_dir) / "payloads" / name[:2] / name
 
+
 class StoreError(RuntimeError):
     """The store refused a write that would break an invariant (e.g. overwrite a committed round)."""
 
@@ -72,8 +79,26 @@ class Store:
             self._db.close()
 
     # ---------------------------------------------------------------- consensus values (term, vote, lock)
+    @contextmanager
+    def _transaction(self, durable: bool):
+        """One transaction under the lock; ``durable``: fsynced at commit (see the module docstring)."""
+        with self._lock:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")  # explicit: the connection autocommits each statement otherwise
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
     def put_meta(self, key: str, value: Any) -> None:
-        with self._lock, self._db:
+        with self._transaction(durable=True):
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, wire.dumps(value)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -84,7 +109,8 @@ class Store:
     # ---------------------------------------------------------------- committed chain
     def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = ()) -> None:
         """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round."""
-        with self._lock, self._db:
+        _write_payload_files(self.dir, gradients)
+        with self._transaction(durable=False):
             existing = self._db.execute("SELECT digest FROM chain WHERE round = ?", (row.round,)).fetchone()
             if existing is not None:
                 if existing[0] != row.digest:
@@ -93,7 +119,7 @@ class Store:
             top = self._db.execute("SELECT MAX(round) FROM chain").fetchone()[0]
             if top is not None and row.round != top + 1:
                 raise StoreError(f"round {row.round} does not follow committed round {top}")
-            self._write_payloads(gradients)
+            self._insert_payload_rows(gradients)
             self._db.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?)",
                              (row.round, row.term, row.digest, wire.dumps(row.entry), wire.dumps(row.certificate),
                               row.state_hash))
@@ -101,17 +127,12 @@ class Store:
     def add_gradients(self, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
         """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit. The
         caller has checked each against its digest, so a damaged copy already stored is replaced."""
-        with self._lock, self._db:
-            self._write_payloads(gradients)
+        _write_payload_files(self.dir, gradients)
+        with self._transaction(durable=False):
+            self._insert_payload_rows(gradients)
 
-    def _write_payloads(self, gradients) -> None:
-        """Files first, then their rows (inside the caller's transaction)."""
-        for digest, _round, _sender, raw in gradients:
-            path = self.payload_path(digest)
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(raw)
-            os.replace(tmp, path)  # a damaged copy already there is replaced whole
+    def _insert_payload_rows(self, gradients) -> None:
+        """Rows for payload files already in place (inside the caller's transaction)."""
         self._db.executemany("INSERT OR REPLACE INTO payloads(digest, round, sender) VALUES (?, ?, ?)",
                              [(digest, round_, sender) for digest, round_, sender, _raw in gradients])
 
@@ -165,7 +186,7 @@ class Store:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        with self._lock, self._db:
+        with self._transaction(durable=True):
             self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (round_, state_hash))
         return path
 
@@ -184,7 +205,7 @@ class Store:
 
     # ---------------------------------------------------------------- local peer scores
     def put_local_score(self, peer: str, score: float, rejected: int, last_reason: str) -> None:
-        with self._lock, self._db:
+        with self._transaction(durable=False):  # local and advisory
             self._db.execute("INSERT OR REPLACE INTO local_scores VALUES (?, ?, ?, ?)",
                              (peer, score, rejected, last_reason))
 
@@ -192,3 +213,13 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT * FROM local_scores").fetchall()
         return {peer: (score, rejected, reason) for peer, score, rejected, reason in rows}
+
+
+def _write_payload_files(data_dir: Path, gradients) -> None:
+    """Payload files, before their rows: a file without a row is harmless (content-addressed), the reverse is not."""
+    for digest, _round, _sender, raw in gradients:
+        path = payload_file(data_dir, digest)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_native_id()}.tmp")  # two threads may write the same payload
+        tmp.write_bytes(raw)
+        os.replace(tmp, path)  # a damaged copy already there is replaced whole
