@@ -134,6 +134,10 @@ class Node:
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
         self._preprepare_seen: dict[tuple[int, int], float] = {}
+        # (term, round) -> monotonic time our validation of the proposal ended / its commit certificate formed:
+        # the commit latency's parts, for the log and the round benchmark.
+        self._validated_at: dict[tuple[int, int], float] = {}
+        self._certified_at: dict[tuple[int, int], float] = {}
         self._handed_over: tuple[int, int] | None = None  # (term, round) whose payloads went to the leader
         self._last_trim = time.monotonic()
         # (round, parameters, future update) of a local update trained ahead of its round's commit
@@ -317,6 +321,7 @@ class Node:
                                        committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
                                        committed.entry.state_hash))
         elif isinstance(action, Apply):
+            self._certified_at.setdefault((action.committed.cert.term, action.committed.entry.round), time.monotonic())
             self._jobs.put_nowait(("apply", action.committed))
         elif isinstance(action, BuildProposal):
             self._jobs.put_nowait(("build", action.round, action.parent_state_hash))
@@ -481,11 +486,9 @@ class Node:
             return
         if self.state.round + 1 != round_:
             return  # the swarm moved on while we trained
-        for raw in payloads:
-            try:
-                self.pool.add(self._verify_gradient(raw, round_, state.hash))
-            except DecodeError:
-                pass  # an attack profile's garbage or stale message: pushed, not kept
+        for raw, gradient in payloads:
+            if gradient is not None:
+                self.pool.add(gradient)
             await self._push(raw)
         self._check_ready()
 
@@ -523,11 +526,22 @@ class Node:
         self._ahead = (round_, params, future)
 
     def _seal(self, round_: int, state: ReplicatedState, update: torch.Tensor,
-              observed: list[torch.Tensor]) -> list[bytes]:
-        """Worker thread: optional attack, compression, signing. Returns envelope bytes to push."""
+              observed: list[torch.Tensor]) -> list[tuple[bytes, Gradient | None]]:
+        """Worker thread: optional attack, compression, signing. Returns the envelope bytes to push, each with the
+        gradient to keep (None: an attack profile's garbage or stale message, pushed but not kept)."""
         if self.adversary is not None:
-            return self.adversary.payloads(update, round_, state, observed)
-        return [make_gradient(self.key, self.genesis.swarm_id, round_, state.hash, self.compressor.compress(update))]
+            out = []
+            for raw in self.adversary.payloads(update, round_, state, observed):
+                try:
+                    out.append((raw, self._verify_gradient(raw, round_, state.hash)))
+                except DecodeError:
+                    out.append((raw, None))
+            return out
+        payload = self.compressor.compress(update)
+        raw = make_gradient(self.key, self.genesis.swarm_id, round_, state.hash, payload)
+        # Our own envelope needs no signature check; its vector is decoded exactly as every receiver decodes it.
+        vector = compression.decode(payload, self.dim, self.config.transport.max_payload_bytes)
+        return [(raw, Gradient(self.id, round_, state.hash, digest_of(raw), raw, vector))]
 
     async def _push(self, raw: bytes, to: list[str] | None = None) -> None:
         results = await self.transport.push(raw, to)
@@ -674,6 +688,7 @@ class Node:
                 log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
         except (InvalidEntry, DecodeError) as exc:
             log.warning("proposal for round %d in term %d is invalid: %s", round_, term, exc)
+        self._validated_at.setdefault((term, round_), time.monotonic())
         self._step(ValidationResult(term, round_, entry.digest(), ok))
 
     async def _check_entry(self, entry: Entry) -> Applied:
@@ -815,13 +830,21 @@ class Node:
         now = time.monotonic()
         self.metrics.rounds_committed += 1
         self.metrics.round_seconds.append(now - self._round_started)
-        seen = self._preprepare_seen.pop((committed.cert.term, entry.round), None)
-        for key in [k for k in self._preprepare_seen if k[1] <= entry.round]:
-            del self._preprepare_seen[key]  # proposals of earlier terms that never committed
+        key = (committed.cert.term, entry.round)
+        seen = self._preprepare_seen.pop(key, None)
+        validated, certified = self._validated_at.pop(key, None), self._certified_at.pop(key, None)
+        for times in (self._preprepare_seen, self._validated_at, self._certified_at):
+            for stale in [k for k in times if k[1] <= entry.round]:
+                del times[stale]  # proposals of earlier terms that never committed
         commit_ms = ""
         if seen is not None:
             self.metrics.commit_seconds.append(now - seen)
+            # commit_ms: PrePrepare seen -> applied; its parts: our validation, then the prepare/commit quorums,
+            # then the apply.
             commit_ms = f" commit_ms={1000 * (now - seen):.2f}"
+            if validated is not None and certified is not None:
+                commit_ms += (f" validate_ms={1000 * (validated - seen):.2f}"
+                              f" certify_ms={1000 * (certified - seen):.2f}")
         if entry.round % self.config.consensus.snapshot_every == 0:
             state = self.state  # megabytes to write and fsync: off the event loop
             self._spawn(asyncio.to_thread(self.store.save_snapshot, state.round, state.hash, state.serialize()),
