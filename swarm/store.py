@@ -4,10 +4,9 @@ Holds the committed chain (entry, commit certificate, state hash per round), the
 values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
 name (so a store can be replayed and audited offline), and local peer scores. Every SQLite write is one
 transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
-values are fsynced before the core's next message goes out (``synchronous=FULL``): a vote or lock lost to a power
-cut could make an honest node equivocate. Chain rows and payload rows are not (``NORMAL``: a kill -9 still never
-loses them, the WAL is in the OS's hands): the next consensus write's fsync covers them, and a power cut can only
-cost the newest committed rounds, which 2f+1 peers hold with their certificates and catch-up fetches again.
+values and the chain are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote
+or lock lost to a power cut could make an honest node equivocate). Payload rows and local scores are not
+(``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's hands, and the next fsync covers them).
 Snapshots are written to a temporary file, fsynced and renamed into place.
 
 Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
@@ -110,7 +109,7 @@ class Store:
     def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = ()) -> None:
         """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round."""
         _write_payload_files(self.dir, gradients)
-        with self._transaction(durable=False):
+        with self._transaction(durable=True):
             existing = self._db.execute("SELECT digest FROM chain WHERE round = ?", (row.round,)).fetchone()
             if existing is not None:
                 if existing[0] != row.digest:
