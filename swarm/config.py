@@ -69,6 +69,10 @@ class ConsensusConfig:
     snapshot_every: int = field(default=10, metadata={"min": 1})
     # Committed entries the consensus core keeps in memory to serve catch-up; older ones are read from the store.
     memory_rounds: int = field(default=256, metadata={"min": 1})
+    # Disk retention (0 = keep everything, e.g. for audits): the newest snapshot files kept, and the rounds of
+    # gradient payload files kept (never those a restart replays after the newest snapshot). Chain rows stay.
+    keep_snapshots: int = field(default=3, metadata={"min": 0})
+    keep_payload_rounds: int = field(default=256, metadata={"min": 0})
 
 
 @dataclass

@@ -321,8 +321,13 @@ class Node:
                                        committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
                                        committed.entry.state_hash))
         elif isinstance(action, Apply):
-            self._certified_at.setdefault((action.committed.cert.term, action.committed.entry.round), time.monotonic())
-            self._jobs.put_nowait(("apply", action.committed))
+            committed = action.committed
+            self._certified_at.setdefault((committed.cert.term, committed.entry.round), time.monotonic())
+            # Known at once, not when the state worker reaches this job: a node catching up that cannot replay
+            # an old round (its payloads pruned everywhere) resyncs to the newest commit the core has, not the next.
+            if committed.entry.round > self.state.round:
+                self._pending_commits[committed.entry.round] = committed
+            self._jobs.put_nowait(("apply", None))
         elif isinstance(action, BuildProposal):
             self._jobs.put_nowait(("build", action.round, action.parent_state_hash))
         elif isinstance(action, ValidateProposal):
@@ -847,7 +852,7 @@ class Node:
                               f" certify_ms={1000 * (certified - seen):.2f}")
         if entry.round % self.config.consensus.snapshot_every == 0:
             state = self.state  # megabytes to write and fsync: off the event loop
-            self._spawn(asyncio.to_thread(self.store.save_snapshot, state.round, state.hash, state.serialize()),
+            self._spawn(asyncio.to_thread(self._snapshot_and_prune, state.round, state.hash, state.serialize()),
                         f"snapshot-{state.round}")
         record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, None, None,
                              applied.rule_used if applied else entry.rule,
@@ -871,6 +876,14 @@ class Node:
             self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
         else:
             self._log_commit(record, commit_ms)
+
+    def _snapshot_and_prune(self, round_: int, state_hash: bytes, raw: bytes) -> None:
+        """Worker thread: write the snapshot, then apply the disk retention (consensus.keep_*)."""
+        self.store.save_snapshot(round_, state_hash, raw)
+        consensus = self.config.consensus
+        snapshots, payloads = self.store.prune(consensus.keep_snapshots, consensus.keep_payload_rounds)
+        if snapshots or payloads:
+            log.debug("pruned %d snapshot(s) and %d payload file(s) at round %d", snapshots, payloads, round_)
 
     async def _evaluate(self, record: RoundRecord, params: torch.Tensor, commit_ms: str) -> None:
         loop = asyncio.get_running_loop()

@@ -202,6 +202,39 @@ class Store:
                 return round_, state_hash, path.read_bytes()
         return None
 
+    # ---------------------------------------------------------------- retention
+    def prune(self, keep_snapshots: int, keep_payload_rounds: int) -> tuple[int, int]:
+        """Delete all but the newest ``keep_snapshots`` snapshots, and the payload files of rounds more than
+        ``keep_payload_rounds`` behind the chain's head, except those a restart replays after the newest snapshot
+        (0: keep all of that kind). Rows of the chain and of payload senders stay (small; the API reads them);
+        a peer that needs a pruned payload resyncs from a certified snapshot. Returns (snapshots, payload files)
+        removed."""
+        snapshots_removed = payloads_removed = 0
+        with self._lock:
+            snapshots = self._db.execute("SELECT round, state_hash FROM snapshots ORDER BY round DESC").fetchall()
+        if keep_snapshots and len(snapshots) > keep_snapshots:
+            for round_, state_hash in snapshots[keep_snapshots:]:
+                self.snapshot_path(state_hash).unlink(missing_ok=True)
+                with self._transaction(durable=False):  # a row whose file is gone is skipped by latest_snapshot
+                    self._db.execute("DELETE FROM snapshots WHERE round = ?", (round_,))
+                snapshots_removed += 1
+        if keep_payload_rounds and snapshots:
+            cutoff = min(self.last_round() - keep_payload_rounds, snapshots[0][0])
+            done = self.get_meta("payloads_pruned_through", 0)
+            if cutoff > done:
+                with self._lock:
+                    digests = [d for (d,) in self._db.execute(
+                        "SELECT digest FROM payloads WHERE round > ? AND round <= ?", (done, cutoff))]
+                for digest in digests:
+                    path = self.payload_path(digest)
+                    if path.exists():
+                        path.unlink(missing_ok=True)
+                        payloads_removed += 1
+                with self._transaction(durable=False):
+                    self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                     ("payloads_pruned_through", wire.dumps(cutoff)))
+        return snapshots_removed, payloads_removed
+
     # ---------------------------------------------------------------- local peer scores
     def put_local_score(self, peer: str, score: float, rejected: int, last_reason: str) -> None:
         with self._transaction(durable=False):  # local and advisory

@@ -114,3 +114,35 @@ def test_writes_are_transactions_and_durability_is_restored(tmp_path):
     assert store.gradient_senders([b"x" * 32]) == []  # rolled back whole
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the consensus values
     store.close()
+
+
+def test_retention_keeps_the_newest_snapshots_and_what_a_restart_replays(tmp_path):
+    store = Store(tmp_path)
+    for r in range(1, 31):
+        digest = bytes([r]) * 32
+        store.append(row(r, bytes([r])), [(digest, r, "a", b"payload %d" % r)])
+        if r % 5 == 0:
+            store.save_snapshot(r, bytes([100 + r]) * 32, b"state %d" % r)
+    # newest snapshot: round 30; keep 2 snapshots and 12 rounds of payloads -> cutoff min(30 - 12, 30) = 18
+    assert store.prune(keep_snapshots=2, keep_payload_rounds=12) == (4, 18)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == sorted(
+        store.snapshot_path(bytes([100 + r]) * 32).name for r in (25, 30))
+    assert store.latest_snapshot() == (30, bytes([130]) * 32, b"state 30")
+    assert all(store.gradient(bytes([r]) * 32) is None for r in range(1, 19))
+    assert all(store.gradient(bytes([r]) * 32) == b"payload %d" % r for r in range(19, 31))
+    assert store.gradient_senders([bytes([1]) * 32]) == ["a"]  # rows stay for the API
+    assert [r.round for r in store.rows()] == list(range(1, 31))
+    assert store.prune(keep_snapshots=2, keep_payload_rounds=12) == (0, 0)  # nothing more to do
+    store.close()
+
+
+def test_retention_never_prunes_payloads_a_restart_needs(tmp_path):
+    store = Store(tmp_path)
+    for r in range(1, 21):
+        store.append(row(r, bytes([r])), [(bytes([r]) * 32, r, "a", b"p")])
+    assert store.prune(keep_snapshots=1, keep_payload_rounds=2) == (0, 0)  # no snapshot: replay from genesis
+    store.save_snapshot(5, b"s" * 32, b"state 5")
+    assert store.prune(keep_snapshots=1, keep_payload_rounds=2) == (0, 5)  # only up to the snapshot's round
+    assert store.gradient(bytes([6]) * 32) == b"p"
+    assert store.prune(keep_snapshots=0, keep_payload_rounds=0) == (0, 0)  # 0 keeps everything
+    store.close()
