@@ -51,10 +51,11 @@ def test_four_nodes_commit_twenty_rounds_with_identical_state_and_rising_accurac
 
 
 def test_honest_peers_keep_high_reputation_in_a_clean_run(clean_run):
-    _, _, peers, _ = clean_run
+    _, logs, peers, _ = clean_run
     for row in peers["node0"]:
         assert 0.1 <= row["reputation"] <= 1.0
-        assert not row["quarantined"]
+        assert not row["quarantined"], ([(r["name"], round(r["reputation"], 3)) for r in peers["node0"]],
+                                        [(r["round"], r["included"], r["quarantined"]) for r in logs["node0"]])
 
 
 def test_sign_flip_attacker_is_quarantined_and_accuracy_holds(clean_run, tmp_path):
@@ -144,6 +145,35 @@ def test_late_joiner_catches_up_from_certified_entries(tmp_path):
         assert len(joiner_log) == final_round
         served = sum(metrics(cluster, name)["swarm_catchup_entries_from_store_total"] for name in specs_started)
         assert served >= 4, "no old entry was read back from a store: the in-memory window was not exercised"
+    finally:
+        cluster.stop()
+
+
+def test_late_joiner_catches_up_when_the_others_pruned_old_payloads(tmp_path):
+    """Disk retention: the others keep one snapshot and two rounds of payload files, so the joiner cannot replay
+    the early rounds and resyncs from a certified snapshot instead, to the same state; their disks stay bounded."""
+    final_round = 16
+    specs_started = NAMES[:3]
+    from swarm.cluster import Cluster, ClusterOptions, init_cluster
+    from swarm.store import payload_file
+    retention = {"memory_rounds": 4, "snapshot_every": 3, "keep_snapshots": 1, "keep_payload_rounds": 2}
+    specs = init_cluster(tmp_path, ClusterOptions(max_rounds=final_round, node_overrides={"consensus": retention}))
+    cluster = Cluster(tmp_path, specs)
+    try:
+        for name in specs_started:
+            cluster.start_node(cluster.spec(name))
+        wait_for_round(cluster, specs_started, 10, timeout=240)
+        cluster.start_node(cluster.spec("node3"))
+        done = wait_for_round(cluster, NAMES, final_round, timeout=240)
+        assert len({s["state_hash"] for s in done.values()}) == 1, done
+        assert metrics(cluster, "node3")["swarm_snapshot_resyncs_total"] >= 1
+        for name in specs_started:
+            data_dir = cluster.spec(name).data_dir
+            assert len(list((data_dir / "snapshots").glob("*.state"))) == 1
+            first = api(cluster, name, "/log?from=1&limit=1")[0]
+            assert all(not payload_file(data_dir, bytes.fromhex(d)).exists() for d in first["gradients"])
+            stored = [p for p in (data_dir / "payloads").rglob("*") if p.is_file()]
+            assert len(stored) <= 4 * (3 + 2 + 1), f"{name} keeps {len(stored)} payload files"
     finally:
         cluster.stop()
 
