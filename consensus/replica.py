@@ -70,6 +70,11 @@ class Replica:
         # that always stands first cannot hold the swarm hostage term after term.
         self.failed_leaders: list[str] = []
         self.last_catchup_request = -1e18
+        # The newest committed slot (term, round, digest) and every valid Commit seen for it, those that arrived
+        # after the certificate formed included: the next leader carries them all as the previous certificate, so
+        # a member whose Commit merely arrived fourth still earns its consensus participation.
+        self.newest_commit_key: tuple[int, int, bytes] | None = None
+        self.newest_commit_sigs: dict[str, bytes] = {}
         self.last_term_change = "genesis"  # why this node last moved to a new term (for logs)
         self.messages_sent = 0
         self._out: list[Action] = []
@@ -111,6 +116,14 @@ class Replica:
     def term_claims(self) -> dict[str, int]:
         """The highest term each member is known to have entered (for status and logs)."""
         return dict(self.highest_timeout)
+
+    def certificate_with_late_commits(self, round_: int) -> CommitCertificate | None:
+        """The commit certificate of ``round_`` (the newest committed round) holding every matching Commit this
+        node has seen, a superset of the quorum it committed with; None for any other round."""
+        if self.newest_commit_key is None or self.newest_commit_key[1] != round_:
+            return None
+        term, rnd, digest = self.newest_commit_key
+        return CommitCertificate(term, rnd, digest, tuple(sorted(self.newest_commit_sigs.items())))
 
     def step(self, now: float, event: Event) -> list[Action]:
         """Feed one event; get the actions to execute in order."""
@@ -521,6 +534,8 @@ class Replica:
 
     def _on_commit(self, msg: Commit) -> None:
         if msg.round < self.pending:
+            if (msg.term, msg.round, msg.digest) == self.newest_commit_key:
+                self.newest_commit_sigs.setdefault(msg.sender, msg.sig)  # late, but it counts (see __init__)
             return
         if msg.round > self.pending + 1:
             return self._request_catchup(msg.sender)
@@ -539,6 +554,8 @@ class Replica:
         self._commit(CommittedEntry(entry, CommitCertificate(term, rnd, digest, tuple(sorted(sigs.items())))))
 
     def _commit(self, ce: CommittedEntry) -> None:
+        self.newest_commit_key = (ce.cert.term, ce.entry.round, ce.cert.digest)
+        self.newest_commit_sigs = {**dict(self.commits.get(self.newest_commit_key, {})), **dict(ce.cert.signatures)}
         self._remember(ce)
         self._out.append(PersistEntry(ce))
         self._out.append(Apply(ce))

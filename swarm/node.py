@@ -637,8 +637,11 @@ class Node:
         """What a leader adds to its entry: the previous commit certificate (for consensus participation) and
         equivocation evidence not yet committed."""
         params: dict[str, Any] = {}
-        previous = self.store.row(self.state.round)
-        if previous is not None:
+        late = self.core.certificate_with_late_commits(self.state.round)  # every Commit seen, not just the first 2f+1
+        previous = self.store.row(self.state.round) if late is None else None
+        if late is not None:
+            params["prev_cert"] = commit_cert_to_plain(late)
+        elif previous is not None:
             params["prev_cert"] = previous.certificate
         committed = self._committed_evidence()
         pending = [evidence_to_plain(e) for d, e in sorted(self.evidence.items()) if d not in committed]

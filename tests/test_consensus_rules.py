@@ -416,6 +416,26 @@ def test_2f_plus_1_commits_make_the_entry_final_persist_then_apply():
     assert rep.committed_round == 1 and rep.head_state_hash == e.state_hash
 
 
+def test_commits_arriving_after_the_certificate_still_count_for_the_next_leader():
+    # The certificate forms with the first 2f+1 Commits; the fourth, arriving later, joins the certificate the
+    # next leader carries, so a member that is merely last is not docked consensus participation.
+    rep, e = _prepared_follower()
+    recv(rep, prepare(1, e, "b"))
+    recv(rep, prepare(1, e, "c"))
+    recv(rep, commit(1, e, "b"))
+    recv(rep, commit(1, e, "c"))
+    assert rep.committed_round == 1
+    assert {s for s, _ in rep.certificate_with_late_commits(1).signatures} == {"a", "b", "c"}
+    forged = replace(commit(1, e, "d"), sig=commit(1, e, "c").sig)
+    recv(rep, forged)  # a bad signature is dropped before any handler
+    recv(rep, commit(2, e, "d"))  # another term's Commit is not this certificate's
+    assert {s for s, _ in rep.certificate_with_late_commits(1).signatures} == {"a", "b", "c"}
+    recv(rep, commit(1, e, "d"))
+    cert = rep.certificate_with_late_commits(1)
+    assert {s for s, _ in cert.signatures} == {"a", "b", "c", "d"} and cert.digest == e.digest() and cert.term == 1
+    assert rep.certificate_with_late_commits(0) is None and rep.certificate_with_late_commits(2) is None
+
+
 def test_f_plus_1_commits_do_not_commit():
     rep, e = _prepared_follower()
     recv(rep, commit(1, e, "b"))
