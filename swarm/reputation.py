@@ -9,7 +9,8 @@ Per member and round, three observations in [0, 1] feed exponential moving avera
   is its cosine with the aggregate and mc the aggregated gradients' median cosine (a sign-flipped or
   inner-product attack points the other way);
 - participation: 1 when its gradient is in the entry, else 0;
-- consensus: 1 when it signed the previous round's commit certificate (carried in the entry), else 0.
+- consensus: 1 when it signed the previous round's commit certificate (carried in the entry with every Commit the
+  leader saw, late ones included), else 0.
 
 score = clamp(0.5*quality + 0.3*participation + 0.2*consensus - 0.25*penalties, 0.1, 1.0). A member whose score
 is under the genesis' ``reputation_floor`` is quarantined: its gradient is still scored but not aggregated, so it
