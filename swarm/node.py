@@ -133,11 +133,9 @@ class Node:
         self._ready_sent = 0
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
-        self._preprepare_seen: dict[tuple[int, int], float] = {}
-        # (term, round) -> monotonic time our validation of the proposal ended / its commit certificate formed:
-        # the commit latency's parts, for the log and the round benchmark.
-        self._validated_at: dict[tuple[int, int], float] = {}
-        self._certified_at: dict[tuple[int, int], float] = {}
+        # (term, round) -> phase -> monotonic time: the PrePrepare was seen ("preprepare"), our validation of it
+        # ended ("validated"), its commit certificate formed ("certified"). The commit latency and its parts.
+        self._phases: dict[tuple[int, int], dict[str, float]] = {}
         self._handed_over: tuple[int, int] | None = None  # (term, round) whose payloads went to the leader
         self._last_trim = time.monotonic()
         # (round, parameters, future update) of a local update trained ahead of its round's commit
@@ -234,7 +232,7 @@ class Node:
         # Entries persisted before a crash but not replayable from the store (payloads missing): apply them
         # again, fetching payloads or a certified snapshot from peers.
         for committed in self._stored_committed(self.state.round + 1):
-            self._jobs.put_nowait(("apply", committed))
+            self._queue_commit(committed)
         if self.state.round >= self.core.committed_round:
             self._start_round()
         await self._stopping.wait()
@@ -321,17 +319,12 @@ class Node:
                                        committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
                                        committed.entry.state_hash))
         elif isinstance(action, Apply):
-            committed = action.committed
-            self._certified_at.setdefault((committed.cert.term, committed.entry.round), time.monotonic())
-            # Known at once, not when the state worker reaches this job: a node catching up that cannot replay
-            # an old round (its payloads pruned everywhere) resyncs to the newest commit the core has, not the next.
-            if committed.entry.round > self.state.round:
-                self._pending_commits[committed.entry.round] = committed
-            self._jobs.put_nowait(("apply", None))
+            self._mark_phase(action.committed.cert.term, action.committed.entry.round, "certified")
+            self._queue_commit(action.committed)
         elif isinstance(action, BuildProposal):
             self._jobs.put_nowait(("build", action.round, action.parent_state_hash))
         elif isinstance(action, ValidateProposal):
-            self._preprepare_seen.setdefault((action.term, action.round), time.monotonic())
+            self._mark_phase(action.term, action.round, "preprepare")
             self._jobs.put_nowait(("validate", action.term, action.round, action.entry))
         elif isinstance(action, ReportEvidence):
             evidence = action.evidence
@@ -585,7 +578,7 @@ class Node:
         has dropped the pushes for rounds it had not reached yet, and would otherwise stall until its term fails."""
         term, leader = self.core.term, self.core.leader
         if (round_ != self.state.round + 1 or leader is None or leader == self.id or self.core.role != FOLLOWER
-                or (term, round_) in self._preprepare_seen or self._handed_over == (term, round_)
+                or "preprepare" in self._phases.get((term, round_), {}) or self._handed_over == (term, round_)
                 or self._stopping.is_set()):
             return
         gradients = self.pool.for_round(round_, self.state.hash)
@@ -613,7 +606,7 @@ class Node:
                 elif job[0] == "validate":
                     await self._validate(job[1], job[2], job[3])
                 elif job[0] == "apply":
-                    await self._apply_committed(job[1])
+                    await self._apply_committed()
             except Exception:
                 log.exception("state job %s failed", job[0])
 
@@ -638,10 +631,9 @@ class Node:
         equivocation evidence not yet committed."""
         params: dict[str, Any] = {}
         late = self.core.certificate_with_late_commits(self.state.round)  # every Commit seen, not just the first 2f+1
-        previous = self.store.row(self.state.round) if late is None else None
         if late is not None:
             params["prev_cert"] = commit_cert_to_plain(late)
-        elif previous is not None:
+        elif (previous := self.store.row(self.state.round)) is not None:
             params["prev_cert"] = previous.certificate
         committed = self._committed_evidence()
         pending = [evidence_to_plain(e) for d, e in sorted(self.evidence.items()) if d not in committed]
@@ -696,7 +688,7 @@ class Node:
                 log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
         except (InvalidEntry, DecodeError) as exc:
             log.warning("proposal for round %d in term %d is invalid: %s", round_, term, exc)
-        self._validated_at.setdefault((term, round_), time.monotonic())
+        self._mark_phase(term, round_, "validated")
         self._step(ValidationResult(term, round_, entry.digest(), ok))
 
     async def _check_entry(self, entry: Entry) -> Applied:
@@ -745,11 +737,17 @@ class Node:
                 return None
             await asyncio.sleep(0.25)
 
-    async def _apply_committed(self, committed: CommittedEntry | None) -> None:
+    def _queue_commit(self, committed: CommittedEntry) -> None:
+        """Register a committed entry for the state worker to apply. Known at once, not when the worker reaches
+        its job: a node catching up that cannot replay an old round (its payloads pruned everywhere) resyncs to
+        the newest commit it holds, not the next one."""
+        if committed.entry.round > self.state.round:
+            self._pending_commits[committed.entry.round] = committed
+        self._jobs.put_nowait(("apply",))
+
+    async def _apply_committed(self) -> None:
         """Apply committed entries in round order; one that cannot be applied yet is retried shortly (its payloads
         or a certified snapshot may become reachable), never skipped."""
-        if committed is not None and committed.entry.round > self.state.round:
-            self._pending_commits[committed.entry.round] = committed
         while (committed := self._pending_commits.get(self.state.round + 1)) is not None:
             if not await self._apply_one(committed):
                 if not self._retry_scheduled:
@@ -761,7 +759,7 @@ class Node:
 
     def _retry_commits(self) -> None:
         self._retry_scheduled = False
-        self._jobs.put_nowait(("apply", None))
+        self._jobs.put_nowait(("apply",))
 
     async def _apply_one(self, committed: CommittedEntry) -> bool:
         entry = committed.entry
@@ -838,12 +836,10 @@ class Node:
         now = time.monotonic()
         self.metrics.rounds_committed += 1
         self.metrics.round_seconds.append(now - self._round_started)
-        key = (committed.cert.term, entry.round)
-        seen = self._preprepare_seen.pop(key, None)
-        validated, certified = self._validated_at.pop(key, None), self._certified_at.pop(key, None)
-        for times in (self._preprepare_seen, self._validated_at, self._certified_at):
-            for stale in [k for k in times if k[1] <= entry.round]:
-                del times[stale]  # proposals of earlier terms that never committed
+        phases = self._phases.pop((committed.cert.term, entry.round), {})
+        for stale in [k for k in self._phases if k[1] <= entry.round]:
+            del self._phases[stale]  # proposals of earlier terms that never committed
+        seen, validated, certified = phases.get("preprepare"), phases.get("validated"), phases.get("certified")
         commit_ms = ""
         if seen is not None:
             self.metrics.commit_seconds.append(now - seen)
@@ -879,6 +875,9 @@ class Node:
             self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
         else:
             self._log_commit(record, commit_ms)
+
+    def _mark_phase(self, term: int, round_: int, phase: str) -> None:
+        self._phases.setdefault((term, round_), {}).setdefault(phase, time.monotonic())
 
     def _snapshot_and_prune(self, round_: int, state_hash: bytes, raw: bytes) -> None:
         """Worker thread: write the snapshot, then apply the disk retention (consensus.keep_*)."""

@@ -96,8 +96,8 @@ class Store:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
 
-    def put_meta(self, key: str, value: Any) -> None:
-        with self._transaction(durable=True):
+    def put_meta(self, key: str, value: Any, durable: bool = True) -> None:
+        with self._transaction(durable):
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, wire.dumps(value)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -226,13 +226,12 @@ class Store:
                     digests = [d for (d,) in self._db.execute(
                         "SELECT digest FROM payloads WHERE round > ? AND round <= ?", (done, cutoff))]
                 for digest in digests:
-                    path = self.payload_path(digest)
-                    if path.exists():
-                        path.unlink(missing_ok=True)
+                    try:
+                        self.payload_path(digest).unlink()
                         payloads_removed += 1
-                with self._transaction(durable=False):
-                    self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                                     ("payloads_pruned_through", wire.dumps(cutoff)))
+                    except FileNotFoundError:
+                        pass
+                self.put_meta("payloads_pruned_through", cutoff, durable=False)
         return snapshots_removed, payloads_removed
 
     # ---------------------------------------------------------------- local peer scores
