@@ -35,7 +35,7 @@ async def main(args) -> None:
 
     async def on_payload(peer, digest, data):
         gradient = verify_gradient(data, swarm_id="bench", members=set(members), max_size=64 << 20,
-                                   decode_payload=lambda p: decode(p, dim, 64 << 20))
+                                   decode_payload=lambda p: decode(p, dim, 64 << 20), digest=digest)
         received.setdefault(gradient.round, {})[gradient.sender] = gradient.vector
         arrived.set()
 

@@ -99,9 +99,25 @@ def seal(key: NodeKey, type: MessageType, swarm_id: str, term: int, round: int,
 
 def decode(data: bytes | memoryview, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     """Parse an envelope without checking its signature; raises DecodeError on anything malformed."""
+    reader = _head_reader(data, max_size)
+    msg_type, swarm_id, sender_key, term, round_ = _read_head(reader)
+    fields = loads(reader.blob(MAX_FIELDS))
+    if not isinstance(fields, dict):
+        raise DecodeError("bad_fields", "fields must be a dict")
+    payload = reader.blob(max_size)
+    signature = bytes(reader.take(SIGNATURE_SIZE))
+    reader.expect_end()
+    return Envelope(msg_type, swarm_id, sender_key, term, round_, fields, payload, signature)
+
+
+def _head_reader(data: bytes | memoryview, max_size: int) -> Reader:
     if len(data) > max_size:
         raise DecodeError("too_large", f"envelope of {len(data)} bytes exceeds {max_size}")
-    reader = Reader(data)
+    return Reader(data)
+
+
+def _read_head(reader: Reader) -> tuple[MessageType, str, bytes, int, int]:
+    """(type, swarm id, sender key, term, round): the fixed fields that open every envelope."""
     magic, version, type_code = _HEAD.unpack(reader.take(_HEAD.size))
     if magic != MAGIC:
         raise DecodeError("bad_magic", "not a swarm envelope")
@@ -114,13 +130,15 @@ def decode(data: bytes | memoryview, max_size: int = DEFAULT_MAX_SIZE) -> Envelo
     swarm_id = reader.short_str(MAX_SWARM_ID)
     sender_key = bytes(reader.take(32))
     term, round_ = _TERM_ROUND.unpack(reader.take(_TERM_ROUND.size))
-    fields = loads(reader.blob(MAX_FIELDS))
-    if not isinstance(fields, dict):
-        raise DecodeError("bad_fields", "fields must be a dict")
-    payload = reader.blob(max_size)
-    signature = bytes(reader.take(SIGNATURE_SIZE))
-    reader.expect_end()
-    return Envelope(msg_type, swarm_id, sender_key, term, round_, fields, payload, signature)
+    return msg_type, swarm_id, sender_key, term, round_
+
+
+def peek(data: bytes | memoryview, max_size: int = DEFAULT_MAX_SIZE) -> tuple[MessageType, int, int]:
+    """(type, term, round) from the fixed head of an envelope, with nothing after it parsed, copied or verified:
+    enough to route or drop a multi-megabyte message before paying for :func:`open_envelope`. Raises DecodeError
+    on a bad head; the rest is checked only by the full decode."""
+    msg_type, _swarm_id, _sender_key, term, round_ = _read_head(_head_reader(data, max_size))
+    return msg_type, term, round_
 
 
 def open_envelope(data: bytes | memoryview, swarm_id: str, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:

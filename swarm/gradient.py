@@ -41,11 +41,14 @@ def make_gradient(key: NodeKey, swarm_id: str, round: int, parent: bytes, payloa
 
 def verify_gradient(raw: bytes, *, swarm_id: str, members: set[str], max_size: int,
                     decode_payload: Callable[[bytes], torch.Tensor],
-                    round: int | None = None, parent: bytes | None = None) -> Gradient:
+                    round: int | None = None, parent: bytes | None = None,
+                    digest: bytes | None = None) -> Gradient:
     """Check signature, membership, round, parent, size, decodability and finiteness; raise DecodeError if any fails.
 
     ``round`` / ``parent`` = None skips that check (a payload fetched for a proposal is checked against the
-    proposal's round and parent by the caller instead).
+    proposal's round and parent by the caller instead). ``digest``: the SHA-256 of ``raw`` when the caller has
+    already checked it (the transport checks every push against the digest in its header), saving a second pass
+    over megabytes; None computes it.
     """
     envelope: Envelope = open_envelope(raw, swarm_id, max_size)
     if envelope.type != MessageType.GRADIENT:
@@ -63,4 +66,5 @@ def verify_gradient(raw: bytes, *, swarm_id: str, members: set[str], max_size: i
     vector = decode_payload(envelope.payload)
     if not all_finite(vector):
         raise DecodeError("non_finite", "gradient holds NaN or infinite values")
-    return Gradient(sender, envelope.round, claimed_parent, digest_of(raw), bytes(raw), vector)
+    return Gradient(sender, envelope.round, claimed_parent, digest if digest is not None else digest_of(raw),
+                    bytes(raw), vector)

@@ -108,8 +108,10 @@ def entry_extras(genesis: Genesis, params: dict, round_: int,
     return signers, convicted
 
 
-def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes) -> Gradient:
-    """A stored envelope checked as a receiver checks it (signature, member, round, parent, decodable, finite)."""
+def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes,
+                  digest: bytes | None = None) -> Gradient:
+    """A stored envelope checked as a receiver checks it (signature, member, round, parent, decodable, finite);
+    ``digest`` as in :func:`swarm.gradient.verify_gradient`."""
     return verify_gradient(raw, swarm_id=genesis.swarm_id, members=set(genesis.peer_ids), max_size=max_size,
-                           round=round_, parent=parent,
+                           round=round_, parent=parent, digest=digest,
                            decode_payload=lambda payload: compression.decode(payload, dim, max_size))

@@ -9,7 +9,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from crypto.envelope import DOMAIN, MessageType, decode, open_envelope, seal
+from crypto.envelope import DOMAIN, MessageType, decode, open_envelope, peek, seal
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 
@@ -135,3 +135,20 @@ def test_many_random_envelopes_round_trip():
         env = seal(KEY, rng.choice(list(MessageType)), "s" * rng.randint(1, 64), rng.getrandbits(63),
                    rng.getrandbits(63), {"x": rng.getrandbits(32)}, rng.randbytes(rng.randint(0, 100)))
         assert open_envelope(env.encode(), env.swarm_id) == env
+
+
+def test_peek_reads_type_term_and_round_of_every_envelope_without_decoding_the_rest():
+    rng = random.Random(9)
+    for _ in range(200):
+        env = seal(KEY, rng.choice(list(MessageType)), "s" * rng.randint(1, 64), rng.getrandbits(63),
+                   rng.getrandbits(63), {"x": rng.getrandbits(32)}, rng.randbytes(rng.randint(0, 100)))
+        assert peek(env.encode()) == (env.type, env.term, env.round)
+    # The head alone is enough (a body that would not decode is left to open_envelope), but a bad head is not.
+    head_only = SAMPLE_BYTES[:4 + 2 + 1 + len("swarm-a") + 32 + 16]
+    assert peek(head_only) == (MessageType.CONSENSUS, 7, 42)
+    with pytest.raises(DecodeError, match="truncated"):
+        peek(head_only[:-1])
+    with pytest.raises(DecodeError, match="bad_magic"):
+        peek(b"XXXX" + SAMPLE_BYTES[4:])
+    with pytest.raises(DecodeError, match="too_large"):
+        peek(SAMPLE_BYTES, max_size=10)

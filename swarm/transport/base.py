@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Collection, Protocol, runtime_checkable
 
-OnPayload = Callable[[str, bytes, bytes], Awaitable[None]]          # (peer_id, sha256 digest, data)
+OnPayload = Callable[[str, bytes, bytes], Awaitable[None]]          # (peer_id, sha256 of data, checked, data)
 OnControl = Callable[[str, bytes], Awaitable[None]]                  # (peer_id, data)
 OnMisbehaviour = Callable[[str, str], Awaitable[None]]               # (peer_id, reason)
 OnPeerChange = Callable[[str, bool], Awaitable[None]]                # (peer_id, connected)
