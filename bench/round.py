@@ -29,7 +29,8 @@ def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
                  eval_every: int = 0) -> tuple[list[float], dict[str, list[float]]]:
     """Per-round wall seconds at node0 (from the commit times in its log, so that measuring does not load the
     node), and from every follower's log the commit latency's parts in ms: PrePrepare seen -> own validation
-    done ('validate'), -> commit certificate formed ('certify'), -> applied ('commit')."""
+    done ('validate'), -> prepare quorum in and Commit sent ('prepare'), -> commit certificate formed ('certify'),
+    -> applied ('commit')."""
     specs = init_cluster(folder, ClusterOptions(nodes=nodes, model=MODEL, compression=compression,
                                                 max_rounds=rounds + WARMUP,
                                                 node_overrides={"training": {"eval_every": eval_every}}))
@@ -47,7 +48,7 @@ def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
     stamps = commit_times((folder / "logs" / f"{specs[0].name}.log").read_text())
     ordered = [stamps[r] for r in sorted(stamps) if r >= WARMUP]
     per_round = [b - a for a, b in zip(ordered, ordered[1:])]
-    latencies: dict[str, list[float]] = {"commit": [], "validate": [], "certify": []}
+    latencies: dict[str, list[float]] = {"commit": [], "validate": [], "prepare": [], "certify": []}
     for log in (folder / "logs").glob("*.log"):
         text = log.read_text()
         for name, values in latencies.items():
@@ -104,10 +105,11 @@ def main() -> None:
                         help="swarm nodes evaluate the test set every N rounds (0: never, as the plain peers)")
     args = parser.parse_args()
     print(f"{'compression':12} {'swarm s/round':>14} {'plain s/round':>14} {'overhead':>9} "
-          f"{'commit p50 ms':>14} {'commit p99 ms':>14} {'certified p50':>14} {'validated p50':>14}")
+          f"{'commit p50 ms':>14} {'commit p99 ms':>14} {'certified p50':>14} {'prepared p50':>13} "
+          f"{'validated p50':>14}")
     for compression in args.compression:
         swarm, plain = [], []
-        latencies: dict[str, list[float]] = {"commit": [], "validate": [], "certify": []}
+        latencies: dict[str, list[float]] = {"commit": [], "validate": [], "prepare": [], "certify": []}
         for _ in range(args.repeat):  # alternate the two sides, so that a change in machine load hits both
             with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
                 folder = Path(tmp)
@@ -119,10 +121,12 @@ def main() -> None:
         s, p = statistics.median(swarm), statistics.median(plain)
         print(f"{compression:12} {s:14.3f} {p:14.3f} {100 * (s / p - 1):8.1f}% "
               f"{percentile(latencies['commit'], 0.5):14.2f} {percentile(latencies['commit'], 0.99):14.2f} "
-              f"{percentile(latencies['certify'], 0.5):14.2f} {percentile(latencies['validate'], 0.5):14.2f}",
+              f"{percentile(latencies['certify'], 0.5):14.2f} {percentile(latencies['prepare'], 0.5):13.2f} "
+              f"{percentile(latencies['validate'], 0.5):14.2f}",
               flush=True)
-    print("commit: a follower's PrePrepare -> entry applied; certified: -> commit certificate formed; validated: ->"
-          " its own check of the proposal done (all at the followers, ms)")
+    print("commit: a follower's PrePrepare -> entry applied; certified: -> commit certificate formed; prepared: ->"
+          " prepare quorum in, lock persisted, Commit sent; validated: -> its own check of the proposal done"
+          " (all at the followers, ms)")
     print(f"test-set evaluation on the swarm nodes: {'every %d rounds' % args.eval_every if args.eval_every else 'off'}"
           " (the plain peers never evaluate)")
 

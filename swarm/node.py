@@ -22,11 +22,11 @@ import torch
 from consensus.actions import (Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
                                ReportEvidence, Send, ValidateProposal, WakeAt)
 from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from consensus.messages import (CommittedEntry, Entry, commit_cert_to_plain, committed_from_plain, evidence_from_plain,
-                                evidence_to_plain)
+from consensus.messages import (Commit, CommittedEntry, Entry, commit_cert_to_plain, committed_from_plain,
+                                evidence_from_plain, evidence_to_plain)
 from consensus.replica import FOLLOWER, LEADER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
-from crypto.envelope import decode as decode_envelope, open_envelope
+from crypto.envelope import open_envelope, peek as peek_envelope
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 from swarm import compression, reputation
@@ -307,6 +307,8 @@ class Node:
         if isinstance(action, Send):
             self._send(action.to, encode_message(self.key, self.genesis.swarm_id, action.message))
         elif isinstance(action, Broadcast):
+            if isinstance(action.message, Commit):  # sent once our prepare quorum is in and the lock is persisted
+                self._mark_phase(action.message.term, action.message.round, "prepared")
             data = encode_message(self.key, self.genesis.swarm_id, action.message)
             for peer in self.genesis.peer_ids:
                 if peer != self.id:
@@ -394,8 +396,8 @@ class Node:
     async def _on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
         if not self._admit(peer, data):
             return
-        try:
-            round_ = decode_envelope(data, self.config.transport.max_payload_bytes).round
+        try:  # the head only: the event loop neither copies nor parses megabytes just to route them
+            _type, _term, round_ = peek_envelope(data, self.config.transport.max_payload_bytes)
         except DecodeError as exc:
             self._reject(peer, exc.reason, str(exc))
             return
@@ -404,8 +406,8 @@ class Node:
             return
         parent = self.state.hash if round_ == self.state.round + 1 else None
         loop = asyncio.get_running_loop()
-        try:  # hashing and decoding megabytes: off the event loop
-            gradient = await loop.run_in_executor(None, self._verify_gradient, data, round_, parent)
+        try:  # hashing and decoding megabytes: off the event loop; the transport has checked the digest
+            gradient = await loop.run_in_executor(None, self._verify_gradient, data, round_, parent, digest)
         except DecodeError as exc:
             self._reject(peer, exc.reason, str(exc))
             return
@@ -443,8 +445,10 @@ class Node:
         stored = self.store.gradient(digest)
         return stored if stored is not None and digest_of(stored) == digest else None  # never serve damage
 
-    def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None) -> Gradient:
-        return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent)
+    def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None,
+                         digest: bytes | None = None) -> Gradient:
+        return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent,
+                             digest)
 
     def _drop_banned(self, peer: str) -> None:
         """A banned peer's message is dropped unread: counted, not penalised again."""
@@ -839,16 +843,16 @@ class Node:
         phases = self._phases.pop((committed.cert.term, entry.round), {})
         for stale in [k for k in self._phases if k[1] <= entry.round]:
             del self._phases[stale]  # proposals of earlier terms that never committed
-        seen, validated, certified = phases.get("preprepare"), phases.get("validated"), phases.get("certified")
+        seen = phases.get("preprepare")
         commit_ms = ""
         if seen is not None:
             self.metrics.commit_seconds.append(now - seen)
-            # commit_ms: PrePrepare seen -> applied; its parts: our validation, then the prepare/commit quorums,
-            # then the apply.
+            # commit_ms: PrePrepare seen -> applied; its parts, each from the PrePrepare: our validation, our
+            # prepare quorum (lock persisted, Commit sent), the commit quorum (certificate), then the apply.
             commit_ms = f" commit_ms={1000 * (now - seen):.2f}"
-            if validated is not None and certified is not None:
-                commit_ms += (f" validate_ms={1000 * (validated - seen):.2f}"
-                              f" certify_ms={1000 * (certified - seen):.2f}")
+            for phase, label in (("validated", "validate"), ("prepared", "prepare"), ("certified", "certify")):
+                if phase in phases:
+                    commit_ms += f" {label}_ms={1000 * (phases[phase] - seen):.2f}"
         if entry.round % self.config.consensus.snapshot_every == 0:
             state = self.state  # megabytes to write and fsync: off the event loop
             self._spawn(asyncio.to_thread(self._snapshot_and_prune, state.round, state.hash, state.serialize()),
