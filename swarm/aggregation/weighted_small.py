@@ -69,22 +69,29 @@ def weighted_median_small(vectors: torch.Tensor, weights: torch.Tensor) -> torch
     if tables is None:
         return None
     chosen, partner = tables
-    any_half = bool((partner != NONE).any())
+    half_codes = partner != NONE
+    any_half = bool(half_codes.any())
+    upper_row = partner.clamp(min=0)  # any row for the codes without a half: their value is not used
     pairs = list(combinations(range(n), 2))
     out = torch.empty(d, dtype=torch.float64)
+    width = min(d, COLUMNS_PER_STEP)
+    code_type = torch.uint8 if len(pairs) <= 8 else torch.int16  # n <= 4: 6 pair bits; n = 5: 10
+    below = torch.empty(width, dtype=torch.bool)
+    bits = torch.empty(width, dtype=code_type)
     for start in range(0, d, COLUMNS_PER_STEP):
         block = vectors[:, start:start + COLUMNS_PER_STEP]
+        columns = block.shape[1]
         rows = block.unbind(0)
-        code = torch.zeros(block.shape[1], dtype=torch.int32)  # int32 indexes as well as int64, at half the bytes
+        code = torch.zeros(columns, dtype=code_type)  # the narrowest type that holds the code: fewer bytes per pass
         for bit, (i, j) in enumerate(pairs):
-            code.add_(rows[i] <= rows[j], alpha=1 << bit)  # i < j: i first unless strictly greater
-        picked = chosen.index_select(0, code)
-        result = block.gather(0, picked.unsqueeze(0)).squeeze(0).to(torch.float64)
+            torch.le(rows[i], rows[j], out=below[:columns])  # i < j: i first unless strictly greater
+            bits[:columns].copy_(below[:columns]).bitwise_left_shift_(bit)
+            code.add_(bits[:columns])
+        code = code.to(torch.int32)  # int32 indexes as well as int64, at half the bytes
+        result = block.gather(0, chosen.index_select(0, code).unsqueeze(0)).squeeze(0).to(torch.float64)
         if any_half:
-            other = partner.index_select(0, code)
-            half = (other != NONE).nonzero().squeeze(1)
-            if half.numel():
-                upper = block[:, half].gather(0, other[half].unsqueeze(0)).squeeze(0).to(torch.float64)
-                result[half] = (result[half] + upper) * 0.5
-        out[start:start + result.shape[0]] = result
+            # Dense: gathering every column's partner and selecting costs less than finding the exact halves.
+            upper = block.gather(0, upper_row.index_select(0, code).unsqueeze(0)).squeeze(0).to(torch.float64)
+            result = torch.where(half_codes.index_select(0, code), (result + upper) * 0.5, result)
+        out[start:start + columns] = result
     return out
