@@ -23,6 +23,7 @@ from swarm.cluster import Cluster, ClusterOptions, cores_per_node, free_port, ge
 
 MODEL = "bench.models:mlp_1m"
 WARMUP = 2
+LATENCY_PARTS = ("commit", "validate", "prepare", "certify")  # the <part>_ms fields of a commit log line
 
 
 def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
@@ -48,7 +49,7 @@ def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
     stamps = commit_times((folder / "logs" / f"{specs[0].name}.log").read_text())
     ordered = [stamps[r] for r in sorted(stamps) if r >= WARMUP]
     per_round = [b - a for a, b in zip(ordered, ordered[1:])]
-    latencies: dict[str, list[float]] = {"commit": [], "validate": [], "prepare": [], "certify": []}
+    latencies: dict[str, list[float]] = {name: [] for name in LATENCY_PARTS}
     for log in (folder / "logs").glob("*.log"):
         text = log.read_text()
         for name, values in latencies.items():
@@ -109,7 +110,7 @@ def main() -> None:
           f"{'validated p50':>14}")
     for compression in args.compression:
         swarm, plain = [], []
-        latencies: dict[str, list[float]] = {"commit": [], "validate": [], "prepare": [], "certify": []}
+        latencies: dict[str, list[float]] = {name: [] for name in LATENCY_PARTS}
         for _ in range(args.repeat):  # alternate the two sides, so that a change in machine load hits both
             with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
                 folder = Path(tmp)

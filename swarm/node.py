@@ -134,7 +134,8 @@ class Node:
         self._ready_timer: asyncio.TimerHandle | None = None
         self._round_started = time.monotonic()
         # (term, round) -> phase -> monotonic time: the PrePrepare was seen ("preprepare"), our validation of it
-        # ended ("validated"), its commit certificate formed ("certified"). The commit latency and its parts.
+        # ended ("validated"), our Commit went out ("prepared"), its commit certificate formed ("certified"). The
+        # commit latency and its parts.
         self._phases: dict[tuple[int, int], dict[str, float]] = {}
         self._handed_over: tuple[int, int] | None = None  # (term, round) whose payloads went to the leader
         self._last_trim = time.monotonic()

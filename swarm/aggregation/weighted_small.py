@@ -84,10 +84,10 @@ def weighted_median_small(vectors: torch.Tensor, weights: torch.Tensor) -> torch
         columns = block.shape[1]
         rows = block.unbind(0)
         code = torch.zeros(columns, dtype=code_type)  # the narrowest type that holds the code: fewer bytes per pass
+        below_here, bits_here = below[:columns], bits[:columns]
         for bit, (i, j) in enumerate(pairs):
-            torch.le(rows[i], rows[j], out=below[:columns])  # i < j: i first unless strictly greater
-            bits[:columns].copy_(below[:columns]).bitwise_left_shift_(bit)
-            code.add_(bits[:columns])
+            torch.le(rows[i], rows[j], out=below_here)  # i < j: i first unless strictly greater
+            code.add_(bits_here.copy_(below_here).bitwise_left_shift_(bit))
         code = code.to(torch.int32)  # int32 indexes as well as int64, at half the bytes
         result = block.gather(0, chosen.index_select(0, code).unsqueeze(0)).squeeze(0).to(torch.float64)
         if any_half:
