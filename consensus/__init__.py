@@ -36,7 +36,10 @@ Actions (``consensus.actions``) and what each obliges the node to do
 ---------------------------------------------------------------------
 - ``PersistHardState(state)``: durably replace term / vote / last prepare / lock (fsync) BEFORE executing any later
   action of the same batch. ``state`` never goes backwards.
-- ``PersistEntry(committed)``: durably append entry + commit certificate (round = chain length + 1) before the rest.
+- ``PersistEntry(committed)``: append entry + commit certificate (round = chain length + 1) before the rest, durably
+  (fsync) before any later ``Send``/``Broadcast``. The fsync may wait until then (a vote for the next round usually
+  pays for it): a crash short of a power cut loses nothing, and a power cut that took the row loses no committed
+  round either, since the 2f+1 locks behind the certificate were fsynced and a new leader must re-propose it.
 - ``Apply(committed)``: apply the entry to the model state (fetch missing payloads by digest). The result's state
   hash must equal ``committed.entry.state_hash``; if not, this node diverged: stop and resync from a snapshot.
 - ``Send(to, message)`` / ``Broadcast(message)``: ``messages.to_wire(message)`` into the envelope; Broadcast goes to

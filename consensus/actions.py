@@ -28,7 +28,8 @@ class PersistHardState:
 
 @dataclass(frozen=True)
 class PersistEntry:
-    """Durably append a committed entry with its commit certificate (round = stored chain length + 1)."""
+    """Append a committed entry with its commit certificate (round = stored chain length + 1); durable (fsync)
+    before any later Send/Broadcast leaves (the package docstring says why the fsync may wait until then)."""
     committed: CommittedEntry
 
 

@@ -305,6 +305,8 @@ class Node:
                      f"{self.genesis.name_of(m)}={t}" for m, t in sorted(self.core.term_claims().items())))
 
     def _execute(self, action) -> None:
+        if isinstance(action, (Send, Broadcast)):
+            self.store.sync()  # a row PersistEntry appended without its fsync is made durable first
         if isinstance(action, Send):
             self._send(action.to, encode_message(self.key, self.genesis.swarm_id, action.message))
         elif isinstance(action, Broadcast):
@@ -320,7 +322,7 @@ class Node:
             committed = action.committed
             self.store.append(ChainRow(committed.entry.round, committed.cert.term, committed.entry.digest(),
                                        committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
-                                       committed.entry.state_hash))
+                                       committed.entry.state_hash), durable=False)
         elif isinstance(action, Apply):
             self._mark_phase(action.committed.cert.term, action.committed.entry.round, "certified")
             self._queue_commit(action.committed)

@@ -4,9 +4,13 @@ Holds the committed chain (entry, commit certificate, state hash per round), the
 values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
 name (so a store can be replayed and audited offline), and local peer scores. Every SQLite write is one
 transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
-values and the chain are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote
-or lock lost to a power cut could make an honest node equivocate). Payload rows and local scores are not
-(``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's hands, and the next fsync covers them).
+values are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote or lock lost
+to a power cut could make an honest node equivocate). A committed chain row may be appended without its own fsync
+(``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls before every consensus
+message, makes it durable unless a durable write since has already done so. A commit is followed by a vote for
+the next round almost every time, so one fsync serves both instead of two on the commit's path. Payload rows and
+local scores are never fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's
+hands, and the next fsync covers them).
 Snapshots are written to a temporary file, fsynced and renamed into place.
 
 Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
@@ -68,6 +72,7 @@ class Store:
         (self.dir / "snapshots").mkdir(exist_ok=True)
         (self.dir / "payloads").mkdir(exist_ok=True)
         self._lock = threading.Lock()
+        self._chain_unsynced = False  # a chain row is committed to the WAL but not yet fsynced
         self._db = sqlite3.connect(self.dir / "node.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -92,6 +97,8 @@ class Store:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                if durable:  # the WAL's fsync covers every transaction committed before this one
+                    self._chain_unsynced = False
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
@@ -106,10 +113,11 @@ class Store:
         return default if row is None else wire.loads(row[0])
 
     # ---------------------------------------------------------------- committed chain
-    def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = ()) -> None:
-        """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round."""
+    def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = (), durable: bool = True) -> None:
+        """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round.
+        ``durable=False``: committed but not fsynced until the next durable write or ``sync()``."""
         _write_payload_files(self.dir, gradients)
-        with self._transaction(durable=True):
+        with self._transaction(durable):
             existing = self._db.execute("SELECT digest FROM chain WHERE round = ?", (row.round,)).fetchone()
             if existing is not None:
                 if existing[0] != row.digest:
@@ -122,6 +130,20 @@ class Store:
             self._db.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?)",
                              (row.round, row.term, row.digest, wire.dumps(row.entry), wire.dumps(row.certificate),
                               row.state_hash))
+            if not durable:
+                self._chain_unsynced = True
+
+    def sync(self) -> bool:
+        """Fsync the chain rows appended with ``durable=False`` that no durable write has covered yet; True if
+        it had to. Cheap when there are none, so callers call it before every message that may depend on them."""
+        if not self._chain_unsynced:  # only append sets it: a caller that appends and syncs on one thread reads it right
+            return False
+        with self._lock:
+            if not self._chain_unsynced:
+                return False
+            top = self._db.execute("SELECT MAX(round) FROM chain").fetchone()[0]
+        self.put_meta("chain_synced_through", top)
+        return True
 
     def add_gradients(self, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
         """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit. The

@@ -1,4 +1,11 @@
 """The SQLite store: committed rounds never overwritten or skipped, values survive reopening, snapshots are atomic."""
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from swarm.store import ChainRow, Store, StoreError
@@ -146,3 +153,56 @@ def test_retention_never_prunes_payloads_a_restart_needs(tmp_path):
     assert store.gradient(bytes([6]) * 32) == b"p"
     assert store.prune(keep_snapshots=0, keep_payload_rounds=0) == (0, 0)  # 0 keeps everything
     store.close()
+
+
+def test_a_chain_row_appended_without_fsync_is_synced_once_before_it_matters(tmp_path):
+    store = Store(tmp_path)
+    assert store.sync() is False  # nothing pending: no write at all
+    store.append(row(1), durable=False)
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert store.sync() is True and store.get_meta("chain_synced_through") == 1
+    assert store.sync() is False
+    store.append(row(2), durable=False)
+    store.put_meta("hard", {"term": 2})  # a durable write (the next vote) covers the row: no extra fsync
+    assert store.sync() is False and store.get_meta("chain_synced_through") == 1
+    store.close()
+
+
+def test_a_chain_row_appended_without_fsync_survives_kill_9(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from swarm.store import ChainRow, Store
+        store = Store({str(tmp_path)!r})
+        store.append(ChainRow(1, 1, b"d" * 32, {{"round": 1}}, {{}}, b"h" * 32), durable=False)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    assert result.returncode == -signal.SIGKILL
+    store = Store(tmp_path)
+    assert store.last_round() == 1 and store.row(1).state_hash == b"h" * 32
+    store.close()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to count fsyncs")
+def test_deferred_chain_rows_cost_no_fsync_until_synced(tmp_path):
+    """Counted at the system call: 20 durable appends fsync 20 times or more, 20 deferred ones none, and syncing after each brings the fsyncs back."""
+    def fsyncs(mode: str) -> int:
+        folder = tmp_path / mode
+        script = textwrap.dedent(f"""
+            from swarm.store import ChainRow, Store
+            store = Store({str(folder)!r})
+            for r in range(1, 21 if {mode != "baseline"} else 1):
+                store.append(ChainRow(r, 1, bytes([r]) * 32, {{"round": r}}, {{}}, b"h" * 32),
+                             durable={mode == "durable"})
+                if {mode == "synced"}:
+                    store.sync()
+        """)
+        trace = tmp_path / f"{mode}.strace"
+        subprocess.run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(trace), sys.executable,
+                        "-c", script], cwd=Path(__file__).parent.parent, check=True)
+        return sum(1 for line in trace.read_text().splitlines() if "sync(" in line)
+
+    baseline = fsyncs("baseline")  # opening the store (schema, journal mode) syncs too
+    durable, deferred, synced = (fsyncs(mode) - baseline for mode in ("durable", "deferred", "synced"))
+    assert durable >= 20 and synced >= 20, (baseline, durable, deferred, synced)
+    assert deferred <= 2, (baseline, durable, deferred, synced)

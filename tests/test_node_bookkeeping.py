@@ -1,0 +1,78 @@
+"""The node's bookkeeping around the consensus core, on a one-node swarm (real libp2p host on 127.0.0.1, SQLite
+store): committed rows are appended without their own fsync and no consensus message is ever encoded for sending
+while one of them is not yet durable."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _one_node(folder):
+    import swarm.node as node_module
+    from crypto.keys import load_key
+    from swarm.cluster import ClusterOptions, init_cluster
+    from swarm.config import load_genesis, load_node_config
+
+    (spec,) = init_cluster(folder, ClusterOptions(nodes=1))
+    config = load_node_config(spec.config_path)
+    return node_module.Node(config, load_genesis(config.genesis), load_key(config.identity))
+
+
+def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatch):
+    """The rare path: nothing durable was written between the commit and the next message (a retransmission,
+    an answer to a peer catching up), so the node syncs the row itself first."""
+    import swarm.node as node_module
+    from consensus.actions import Broadcast
+    from consensus.messages import Prepare
+    from swarm.store import ChainRow
+
+    node = _one_node(tmp_path)
+    unsynced_at_encode = []
+    real_encode = node_module.encode_message
+    monkeypatch.setattr(node_module, "encode_message", lambda *args: (
+        unsynced_at_encode.append(node.store._chain_unsynced), real_encode(*args))[1])
+    node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
+    assert node.store._chain_unsynced
+    node._execute(Broadcast(Prepare(1, 2, b"e" * 32, node.id)))
+    assert unsynced_at_encode == [False]
+    assert node.store.get_meta("chain_synced_through") == 1
+    node.store.close()
+
+
+def test_no_consensus_message_leaves_while_a_committed_row_is_unsynced(tmp_path, monkeypatch):
+    import swarm.node as node_module
+
+    node = _one_node(tmp_path)
+    seen = {"deferred_appends": 0, "messages": 0, "unsynced_at_send": 0}
+
+    real_append, real_encode = node.store.append, node_module.encode_message
+
+    def append(row, gradients=(), durable=True):
+        seen["deferred_appends"] += not durable
+        return real_append(row, gradients, durable)
+
+    def encode(*args, **kwargs):
+        seen["messages"] += 1
+        seen["unsynced_at_send"] += node.store._chain_unsynced
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(node.store, "append", append)
+    monkeypatch.setattr(node_module, "encode_message", encode)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(node.run())
+        deadline = asyncio.get_running_loop().time() + 60
+        while node.state.round < 4:
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, "round 4 not reached"
+            await asyncio.sleep(0.01)
+        node.stop()
+        await asyncio.wait_for(task, 15)
+
+    asyncio.run(scenario())
+    assert seen["deferred_appends"] >= 4 and seen["messages"] >= 8, seen
+    assert seen["unsynced_at_send"] == 0, seen
+
