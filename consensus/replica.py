@@ -17,9 +17,13 @@ from .messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificat
                        Prepare, RequestVote, Timeout, Vote)
 from .quorum import Crypto, Membership, Verifier, sign_fields
 from .state import HardState, PersistedState
+from .bounds import record_proposal, record_signature
 from .timing import AdaptiveTimeouts, TimingConfig
 
 ELECTING, CANDIDATE, FOLLOWER, LEADER = "electing", "candidate", "follower", "leader"
+# Evidence digests remembered this many rounds after they came in: enough for the leaders of the next rounds to
+# commit them; the node keeps the digests of committed evidence, so a piece seen again later is not proposed twice.
+EVIDENCE_MEMORY_ROUNDS = 16
 
 
 @dataclass
@@ -65,7 +69,11 @@ class Replica:
         self._reset_round_state()
         self.payloads_ready_round = 0
         self.seen_preprepares: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
-        self.reported: set[bytes] = set()
+        # Equivocation evidence taken in: digest -> (committed round when it came, accused member), forgotten after
+        # EVIDENCE_MEMORY_ROUNDS; and per accused member the committed round of its newest piece (_evidence_wanted).
+        self.reported: dict[bytes, tuple[int, str]] = {}
+        self.evidence_round: dict[str, int] = {}
+        self.evidence_term: dict[str, int] = {}  # accused -> the term of the newest piece against it as our leader
         # Leaders of the last f terms this node gave up on: it will not vote them straight back in, so a faulty node
         # that always stands first cannot hold the swarm hostage term after term.
         self.failed_leaders: list[str] = []
@@ -96,6 +104,21 @@ class Replica:
     def term(self) -> int:
         """The term this node works in (its persisted term, ``hard.term``, may be higher; see _may_step_back)."""
         return self.view
+
+    def footprint(self) -> dict[str, int]:
+        """Per member, the records its own messages hold in the tables a member can feed at will: Prepare and Commit
+        signatures, PrePrepares kept for equivocation checks, and evidence taken in against it. Flat however much
+        a member sends (consensus.bounds); the simulator checks it."""
+        count: dict[str, int] = dict.fromkeys(self.membership.members, 0)
+        for table in (self.prepares, self.commits):
+            for sigs in table.values():
+                for sender in sigs:
+                    count[sender] += 1
+        for sender, _term, _round in self.seen_preprepares:
+            count[sender] += 1
+        for _round, accused in self.reported.values():
+            count[accused] += 1
+        return count
 
     @property
     def committed_round(self) -> int:
@@ -458,8 +481,8 @@ class Replica:
         seen = self.seen_preprepares.get(key)
         if seen is not None and seen[0] != digest:
             return self._equivocation(Evidence(msg.sender, msg.term, msg.round, seen[0], seen[1], digest, msg.sig))
-        if seen is None and msg.term >= self.view:
-            self.seen_preprepares[key] = (digest, msg.sig)
+        if seen is None and msg.term >= self.view and self.pending <= msg.round <= self.pending + 1:
+            record_proposal(self.seen_preprepares, msg.sender, msg.term, msg.round, digest, msg.sig)
         if msg.round <= self.committed_round:
             return self._serve_catchup(msg.sender, msg.round)
         if msg.term > self.view or (msg.term == self.view and self.leader is None):
@@ -510,9 +533,9 @@ class Replica:
                 self._broadcast(sent)
 
     def _on_prepare(self, msg: Prepare) -> None:
-        if msg.term != self.view or msg.round != self.pending:
+        if msg.term != self.view or msg.round != self.pending or not record_signature(
+                self.prepares, msg.term, msg.round, msg.digest, msg.sender, msg.sig):
             return
-        self.prepares.setdefault((msg.term, msg.round, msg.digest), {})[msg.sender] = msg.sig
         self._check_prepared(msg.term, msg.round, msg.digest)
 
     def _check_prepared(self, term: int, rnd: int, digest: bytes) -> None:
@@ -539,8 +562,8 @@ class Replica:
             return
         if msg.round > self.pending + 1:
             return self._request_catchup(msg.sender)
-        self.commits.setdefault((msg.term, msg.round, msg.digest), {})[msg.sender] = msg.sig
-        self._check_committed(msg.term, msg.round, msg.digest)
+        if record_signature(self.commits, msg.term, msg.round, msg.digest, msg.sender, msg.sig):
+            self._check_committed(msg.term, msg.round, msg.digest)
 
     def _check_committed(self, term: int, rnd: int, digest: bytes) -> None:
         """2f+1 Commits (any term: a commit certificate is final) for our next round: persist, then apply."""
@@ -571,6 +594,7 @@ class Replica:
         self.entries = {d: e for d, e in self.entries.items() if e.round > done}
         self.awaiting_validation = {k: d for k, d in self.awaiting_validation.items() if k[1] > done}
         self.seen_preprepares = {k: v for k, v in self.seen_preprepares.items() if k[2] > done}
+        self.reported = {d: seen for d, seen in self.reported.items() if seen[0] > done - EVIDENCE_MEMORY_ROUNDS}
         self._arm_round_timer()
         self._propose_if_ready()
         # Commits for the next round may already be here (we were the slow one).
@@ -579,11 +603,24 @@ class Replica:
 
     # ------------------------------------------------------------------------------------------- misc messages
 
+    def _evidence_wanted(self, evidence: Evidence) -> bool:
+        """New, and room for it: per accused member one piece per committed round (an entry convicts a member once,
+        however many pieces it carries, so more would only feed a flood), plus the first piece against the leader
+        of our own term, which must spread whatever came before, since it makes every follower give up on it."""
+        if evidence.digest() in self.reported:
+            return False
+        if self.evidence_round.get(evidence.leader, -1) < self.committed_round:
+            return True
+        return (evidence.leader == self.leader and evidence.term == self.view
+                and self.evidence_term.get(evidence.leader, -1) < self.view)
+
     def _equivocation(self, evidence: Evidence) -> None:
-        key = evidence.digest()
-        if key in self.reported:
+        if not self._evidence_wanted(evidence):
             return
-        self.reported.add(key)
+        self.reported[evidence.digest()] = (self.committed_round, evidence.leader)
+        self.evidence_round[evidence.leader] = self.committed_round
+        if evidence.leader == self.leader and evidence.term == self.view:
+            self.evidence_term[evidence.leader] = self.view
         self._out.append(ReportEvidence(evidence))
         self._broadcast(self._signed(EvidenceMessage(evidence, self.id)))
         if evidence.leader == self.leader and evidence.term == self.view and self.role == FOLLOWER:
@@ -617,7 +654,7 @@ class Replica:
             self._request_catchup(msg.sender)
 
     def _on_evidence(self, msg: EvidenceMessage) -> None:
-        if self.verify.evidence(msg.evidence):
+        if self._evidence_wanted(msg.evidence) and self.verify.evidence(msg.evidence):  # cheap test first
             self._equivocation(msg.evidence)
 
     _HANDLERS = {

@@ -7,11 +7,13 @@ import sys
 import time
 from multiprocessing import get_context
 
+import pytest
+
 from consensus.sim.runner import run_seed
 from consensus.sim.scenarios import SCENARIOS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEEDS_PER_SIZE = {4: 90, 7: 55, 10: 25}  # 13 scenarios x 170 = 2,210 seeds
+SEEDS_PER_SIZE = {4: 90, 7: 55, 10: 25}  # 14 scenarios x 170 = 2,380 seeds
 
 
 def _run_chunk(job):
@@ -49,6 +51,34 @@ def test_planted_f_plus_1_quorum_is_caught_by_the_simulator():
     assert any(v.startswith("agreement") for v in violations), violations
     # The same seeds with the real quorum are clean: the simulator is not crying wolf.
     assert not [r for r in (run_seed("equivocate", s, 4) for s in range(40)) if r.violation]
+
+
+def test_a_heavy_flood_of_signed_junk_leaves_replicas_live_and_bounded(monkeypatch):
+    from consensus.sim.byzantine import StateFlooder
+
+    monkeypatch.setattr(StateFlooder, "batches", 4)
+    results = [run_seed("state_flood", seed, n) for n in (4, 7) for seed in range(4)]
+    assert not [r.violation for r in results if r.violation]
+
+
+@pytest.mark.parametrize("cap", ["record_signature", "record_proposal", "evidence"])
+def test_planted_unbounded_table_is_caught_by_the_simulator(monkeypatch, cap):
+    """Lift one of the caps of consensus.bounds / _evidence_wanted and the flooder's junk piles up past the limit."""
+    import consensus.replica as replica_module
+    from consensus.sim.byzantine import StateFlooder
+
+    monkeypatch.setattr(StateFlooder, "batches", 4)
+
+    if cap == "record_signature":
+        monkeypatch.setattr(replica_module, cap, lambda table, term, rnd, digest, sender, sig: (
+            table.setdefault((term, rnd, digest), {}).__setitem__(sender, sig), True)[1])
+    elif cap == "record_proposal":
+        monkeypatch.setattr(replica_module, cap, lambda seen, sender, term, rnd, digest, sig: seen.__setitem__(
+            (sender, term, rnd), (digest, sig)))
+    else:
+        monkeypatch.setattr(replica_module.Replica, "_evidence_wanted", lambda self, e: e.digest() not in self.reported)
+    violations = [run_seed("state_flood", seed, 4).violation for seed in range(3)]
+    assert all(v and v.startswith("bounded memory") for v in violations), violations
 
 
 def test_cli_exits_nonzero_and_prints_a_replay_command_on_violation():

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from ..actions import Broadcast, Send
 from ..events import Received, Tick
-from ..messages import (CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry, Heartbeat, NewTerm,
-                        PrePrepare, Prepare, RequestVote, Timeout, Vote)
+from ..messages import (CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry, Evidence, EvidenceMessage,
+                        Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote)
 from ..quorum import sign_fields
 from .world import build_entry
 
@@ -113,6 +113,32 @@ class ReplayForger(Script):
         return actions
 
 
+class StateFlooder(Script):
+    """Answers honest traffic with signed junk that passes every signature check: Prepares for digests that exist
+    nowhere, Commits in any term, pairs of conflicting PrePrepares for any term and round (equivocation evidence
+    against itself, which honest nodes would otherwise relay to everyone) and that evidence itself. The honest
+    replicas must stay live with bounded tables (Replica.footprint, checked by the world)."""
+    batches = 1  # junk batches per honest message it answers (half of them); tests turn it up
+
+    def distort(self, world, node, event, actions):
+        actions = list(actions)
+        if not isinstance(event, Received) or event.message.sender not in world.honest or world.rng.random() < 0.5:
+            return actions  # react to honest messages only: flooders must not amplify each other unboundedly
+        replica, rng = node.replica, world.rng
+        for _ in range(self.batches):
+            term, rnd = replica.view + rng.randrange(40), replica.pending + rng.randrange(2)
+            junk = rng.randbytes(32)
+            proposals = [self.sign(world, node, PrePrepare(term, rnd, Entry(rnd, (rng.randbytes(32),), "mean", {},
+                                                                                junk, replica.head_state_hash), node.id))
+                         for _ in range(2)]
+            evidence = Evidence(node.id, term, rnd, proposals[0].digest, proposals[0].sig, proposals[1].digest,
+                                proposals[1].sig)
+            messages = [Prepare(replica.view, replica.pending, junk, node.id), Commit(term, rnd, junk, node.id),
+                        EvidenceMessage(evidence, node.id)]
+            actions += [Broadcast(p) for p in proposals] + [Broadcast(self.sign(world, node, m)) for m in messages]
+        return actions
+
+
 class SilentLeader(Script):
     """Wins elections and heartbeats, but never proposes."""
     eager = True
@@ -143,5 +169,5 @@ class Twin(Script):
 
 SCRIPTS = {
     "equivocate": EquivocatingLeader, "double_vote": DoubleVoter, "term_spam": TermSpammer,
-    "replay_forge": ReplayForger, "silent_leader": SilentLeader, "invalid_leader": InvalidLeader,
+    "replay_forge": ReplayForger, "silent_leader": SilentLeader, "state_flood": StateFlooder, "invalid_leader": InvalidLeader,
 }

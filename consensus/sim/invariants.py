@@ -84,6 +84,12 @@ class Invariants:
             if store_hard.term < msg.term:
                 self.fail(f"persist before send: {node} announced term {msg.term} with term {store_hard.term} stored")
 
+    def bounded(self, node: str, footprint: dict[str, int], limit: int) -> None:
+        """What other members' messages make ``node`` remember stays under ``limit`` records per member."""
+        count, member = max(((c, m) for m, c in footprint.items() if m != node), default=(0, ""))
+        if count > limit:
+            self.fail(f"bounded memory: {node} holds {count} records fed by {member} (limit {limit})")
+
     def _check_completeness(self, rnd: int, term: int, digest: bytes, leader: str) -> None:
         known = self.committed.get(rnd)
         if known is not None and term >= known[1] and digest != known[0]:

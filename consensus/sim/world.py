@@ -13,7 +13,8 @@ from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry
     Send, ValidateProposal, WakeAt
 from ..events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
-from ..replica import Config, Replica
+from ..bounds import MAX_TERMS_PER_ROUND
+from ..replica import EVIDENCE_MEMORY_ROUNDS, Config, Replica
 from ..state import PersistedState
 from ..timing import TimingConfig
 from .fakecrypto import KeyRing
@@ -26,6 +27,10 @@ SIM_TIMING = TimingConfig(heartbeat_interval=0.5, min_round_timeout=2.0, max_tim
 # Tiny on purpose: replicas keep only a few committed entries in memory, so every scenario exercises catch-up from
 # the store (LoadEntries) and restarts from a chain tail, not just the in-memory path.
 SIM_MEMORY_ROUNDS = 2
+# Records one member's messages may hold in a replica (Replica.footprint): Prepares for one round, Commits and
+# PrePrepares for two, each at most MAX_TERMS_PER_ROUND terms; evidence for the rounds it is remembered, with room
+# for the pieces against a leader taken in term by term while no round commits.
+FOOTPRINT_LIMIT = 5 * MAX_TERMS_PER_ROUND + EVIDENCE_MEMORY_ROUNDS + 16
 
 
 def grad_digest(rnd: int, member: str, variant: int = 0) -> bytes:
@@ -174,6 +179,8 @@ class World:
         self.execute(node, actions)
         if node.id in self.honest and replica.leader is not None:
             self.inv.leader_seen(node.id, replica.term, replica.leader)
+        if node.id in self.honest and self.steps % 8 == 0:  # sampled: a flood grows far past the limit anyway
+            self.inv.bounded(node.id, replica.footprint(), FOOTPRINT_LIMIT)
 
     def execute(self, node: SimNode, actions) -> None:
         honest = node.id in self.honest
