@@ -95,6 +95,11 @@ def convicted_leader(genesis: Genesis, item: Any) -> str:
     return evidence.leader
 
 
+# Pieces of equivocation evidence one entry may carry: each costs every follower two signature checks, and one
+# piece per member is all a conviction needs.
+MAX_ENTRY_EVIDENCE = 4
+
+
 def entry_extras(genesis: Genesis, params: dict, round_: int,
                  previous_digest: bytes | None) -> tuple[frozenset[str] | None, frozenset[str]]:
     """(certificate signers, convicted members) an entry's params prove, as `apply` takes them."""
@@ -104,7 +109,10 @@ def entry_extras(genesis: Genesis, params: dict, round_: int,
     signers = None
     if "prev_cert" in params:
         signers = previous_certificate_signers(genesis, params["prev_cert"], round_ - 1, previous_digest)
-    convicted = frozenset(convicted_leader(genesis, item) for item in params.get("evidence", []))
+    evidence = params.get("evidence", [])
+    if not isinstance(evidence, (list, tuple)) or len(evidence) > MAX_ENTRY_EVIDENCE:
+        raise InvalidEntry(f"an entry carries a list of at most {MAX_ENTRY_EVIDENCE} pieces of evidence")
+    convicted = frozenset(convicted_leader(genesis, item) for item in evidence)
     return signers, convicted
 
 
