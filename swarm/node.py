@@ -22,8 +22,7 @@ import torch
 from consensus.actions import (Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
                                ReportEvidence, Send, ValidateProposal, WakeAt)
 from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from consensus.messages import (Commit, CommittedEntry, Entry, commit_cert_to_plain, committed_from_plain,
-                                evidence_from_plain, evidence_to_plain)
+from consensus.messages import Commit, CommittedEntry, Entry, commit_cert_to_plain, committed_from_plain
 from consensus.replica import FOLLOWER, LEADER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
 from crypto.envelope import open_envelope, peek as peek_envelope
@@ -33,13 +32,14 @@ from swarm import compression, reputation
 from swarm.apply import Applied, InvalidEntry, aggregate_round, apply, finish
 from swarm.adversary import Adversary
 from swarm.config import Genesis, NodeConfig
+from swarm.evidence import EvidenceBook
 from swarm.malloc import release_free_memory
 from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
                                   persisted_state)
 from swarm.gradient import Gradient, digest_of, make_gradient
 from swarm.gradient_pool import GradientPool
 from swarm.peer_scores import PeerScores
-from swarm.replay import MAX_ENTRY_EVIDENCE, entry_extras, genesis_hash, open_gradient, protocol_of
+from swarm.replay import entry_extras, genesis_hash, open_gradient, protocol_of
 from swarm.state import ReplicatedState, genesis_state
 from swarm.store import ChainRow, Store
 from swarm.local_training import build_trainer
@@ -54,7 +54,6 @@ READY_GRACE_S = 0.25
 # A follower that holds a quorum of payloads but sees no proposal this long after readiness (or after a leader change)
 # pushes them to the leader: a leader that was catching up dropped pushes meant for rounds it had not reached.
 HANDOVER_DELAY_S = 1.0
-PENDING_EVIDENCE_PER_MEMBER = 2  # uncommitted evidence kept against one member (see _keep_evidence)
 TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/malloc.py)
 SHUTDOWN_TASK_TIMEOUT_S = 5.0  # how long shutdown waits for a cancelled task before exiting without it
 
@@ -122,7 +121,7 @@ class Node:
         self.scores = PeerScores()
         self.metrics = Metrics()
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY_ROUNDS)
-        self.evidence: dict[bytes, Any] = {}  # equivocation evidence not yet committed, by digest (see _keep_evidence)
+        self.evidence = EvidenceBook(self.store)
         self.diverged: str | None = None
         self.started = time.time()
         self.last_eval: tuple[float, float] | None = None
@@ -336,7 +335,7 @@ class Node:
             evidence = action.evidence
             log.warning("equivocation by leader %s in term %d round %d", self.genesis.name_of(evidence.leader),
                         evidence.term, evidence.round)
-            self._keep_evidence(evidence)
+            self.evidence.keep(evidence)
         elif isinstance(action, WakeAt):
             self._wake_at = action.time
             self._wake.set()
@@ -643,26 +642,10 @@ class Node:
             params["prev_cert"] = commit_cert_to_plain(late)
         elif (previous := self.store.row(self.state.round)) is not None:
             params["prev_cert"] = previous.certificate
-        first_per_member = {}
-        for _digest, evidence in sorted(self.evidence.items()):  # one piece per member: an entry convicts it once
-            first_per_member.setdefault(evidence.leader, evidence)
-        if first_per_member:
-            params["evidence"] = [evidence_to_plain(e) for e in list(first_per_member.values())[:MAX_ENTRY_EVIDENCE]]
+        evidence = self.evidence.for_proposal()
+        if evidence:
+            params["evidence"] = evidence
         return params
-
-    def _keep_evidence(self, evidence) -> None:
-        """Keep a piece for a later proposal unless it is committed already or the member it accuses has
-        PENDING_EVIDENCE_PER_MEMBER pieces waiting: the core takes in one a round per member, and a member that
-        keeps equivocating keeps producing new ones, so the oldest waiting pieces are all a proposal needs."""
-        digest = evidence.digest()
-        if digest in self.evidence or digest in self._committed_evidence():
-            return
-        waiting = sum(1 for e in self.evidence.values() if e.leader == evidence.leader)
-        if waiting < PENDING_EVIDENCE_PER_MEMBER:
-            self.evidence[digest] = evidence
-
-    def _committed_evidence(self) -> set[bytes]:
-        return {bytes(d) for d in self.store.get_meta("evidence_digests", [])}
 
     def _entry_extras(self, params: dict, round_: int) -> tuple[frozenset[str] | None, frozenset[str]]:
         """(certificate signers, convicted members) an entry's params prove; raises InvalidEntry when forged."""
@@ -821,11 +804,7 @@ class Node:
             elif self.store.gradient(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         asyncio.get_running_loop().run_in_executor(None, self.store.add_gradients, rows)
-        if entry.params.get("evidence"):
-            now_committed = {evidence_from_plain(e).digest() for e in entry.params["evidence"]}
-            self.store.put_meta("evidence_digests", sorted(self._committed_evidence() | now_committed))
-            for digest in now_committed:
-                self.evidence.pop(digest, None)
+        self.evidence.on_commit(entry.params.get("evidence", []))
         self.state = applied.state
 
     async def _resync_from_snapshot(self, entry: Entry) -> bool:

@@ -136,7 +136,7 @@ class Store:
     def sync(self) -> bool:
         """Fsync the chain rows appended with ``durable=False`` that no durable write has covered yet; True if
         it had to. Cheap when there are none, so callers call it before every message that may depend on them."""
-        if not self._chain_unsynced:  # only append sets it: a caller that appends and syncs on one thread reads it right
+        if not self._chain_unsynced:  # only append sets it, so a caller that appends on this thread reads it right
             return False
         with self._lock:
             if not self._chain_unsynced:

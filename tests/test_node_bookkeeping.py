@@ -1,6 +1,6 @@
 """The node's bookkeeping around the consensus core, on a one-node swarm (real libp2p host on 127.0.0.1, SQLite
 store): committed rows are appended without their own fsync and no consensus message is ever encoded for sending
-while one of them is not yet durable; equivocation evidence waiting for a proposal stays bounded per member."""
+while one of them is not yet durable."""
 from __future__ import annotations
 
 import asyncio
@@ -75,33 +75,6 @@ def test_no_consensus_message_leaves_while_a_committed_row_is_unsynced(tmp_path,
     asyncio.run(scenario())
     assert seen["deferred_appends"] >= 4 and seen["messages"] >= 8, seen
     assert seen["unsynced_at_send"] == 0, seen
-
-
-def test_evidence_waiting_for_a_proposal_is_bounded_per_member_and_leaves_once_committed(tmp_path):
-    import swarm.node as node_module
-    from consensus.messages import Evidence, evidence_from_plain
-
-    node = _one_node(tmp_path)
-
-    def piece(accused: str, i: int) -> Evidence:
-        return Evidence(accused, 1, i, bytes([1, i]) * 16, b"a" * 64, bytes([2, i]) * 16, b"b" * 64)
-
-    for i in range(50):
-        node._keep_evidence(piece("mallory", i))
-        node._keep_evidence(piece("trudy", i))
-    held = sorted(e.leader for e in node.evidence.values())
-    cap = node_module.PENDING_EVIDENCE_PER_MEMBER
-    assert held == ["mallory"] * cap + ["trudy"] * cap
-    proposed = node._entry_params()["evidence"]
-    assert sorted(evidence_from_plain(p).leader for p in proposed) == ["mallory", "trudy"]  # one piece per member: it convicts once
-    # Committed: gone from what waits, and never taken in again.
-    committed = {e.digest() for e in node.evidence.values() if e.leader == "mallory"}
-    node.store.put_meta("evidence_digests", sorted(committed))
-    for digest in committed:
-        node.evidence.pop(digest)
-    node._keep_evidence(next(e for e in (piece("mallory", i) for i in range(50)) if e.digest() in committed))
-    assert all(e.leader == "trudy" for e in node.evidence.values())
-    node.store.close()
 
 
 def test_an_entry_with_more_evidence_than_allowed_is_invalid():

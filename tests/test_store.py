@@ -185,7 +185,8 @@ def test_a_chain_row_appended_without_fsync_survives_kill_9(tmp_path):
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to count fsyncs")
 def test_deferred_chain_rows_cost_no_fsync_until_synced(tmp_path):
-    """Counted at the system call: 20 durable appends fsync 20 times or more, 20 deferred ones none, and syncing after each brings the fsyncs back."""
+    """Counted at the system call: 20 durable appends fsync 20 times or more, 20 deferred ones none, and syncing
+    after each brings the fsyncs back."""
     def fsyncs(mode: str) -> int:
         folder = tmp_path / mode
         script = textwrap.dedent(f"""

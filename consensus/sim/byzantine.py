@@ -128,9 +128,8 @@ class StateFlooder(Script):
         for _ in range(self.batches):
             term, rnd = replica.view + rng.randrange(40), replica.pending + rng.randrange(2)
             junk = rng.randbytes(32)
-            proposals = [self.sign(world, node, PrePrepare(term, rnd, Entry(rnd, (rng.randbytes(32),), "mean", {},
-                                                                                junk, replica.head_state_hash), node.id))
-                         for _ in range(2)]
+            entries = [Entry(rnd, (rng.randbytes(32),), "mean", {}, junk, replica.head_state_hash) for _ in range(2)]
+            proposals = [self.sign(world, node, PrePrepare(term, rnd, e, node.id)) for e in entries]
             evidence = Evidence(node.id, term, rnd, proposals[0].digest, proposals[0].sig, proposals[1].digest,
                                 proposals[1].sig)
             messages = [Prepare(replica.view, replica.pending, junk, node.id), Commit(term, rnd, junk, node.id),
@@ -169,5 +168,6 @@ class Twin(Script):
 
 SCRIPTS = {
     "equivocate": EquivocatingLeader, "double_vote": DoubleVoter, "term_spam": TermSpammer,
-    "replay_forge": ReplayForger, "silent_leader": SilentLeader, "state_flood": StateFlooder, "invalid_leader": InvalidLeader,
+    "replay_forge": ReplayForger, "silent_leader": SilentLeader, "state_flood": StateFlooder,
+    "invalid_leader": InvalidLeader,
 }
