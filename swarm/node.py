@@ -441,6 +441,7 @@ class Node:
         if gradient is not None:
             return gradient.raw
         if digest == self.state.hash:
+            self.store.sync()  # the state of our newest commit leaves: its row is durable first
             return self.state.serialize()  # a certified snapshot: the digest is the state hash
         snapshot = self.store.snapshot_path(digest)
         if snapshot.exists():
@@ -549,6 +550,7 @@ class Node:
         return [(raw, Gradient(self.id, round_, state.hash, digest_of(raw), raw, vector))]
 
     async def _push(self, raw: bytes, to: list[str] | None = None) -> None:
+        self.store.sync()  # the gradient names the newest committed state as its parent: that row is durable first
         results = await self.transport.push(raw, to)
         self.metrics.bytes_out += len(raw) * sum(1 for r in results.values() if r.ok)
 

@@ -6,12 +6,13 @@ name (so a store can be replayed and audited offline), and local peer scores. Ev
 transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
 values are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote or lock lost
 to a power cut could make an honest node equivocate). A committed chain row may be appended without its own fsync
-(``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls before every consensus
-message, makes it durable unless a durable write since has already done so. A commit is followed by a vote for
-the next round almost every time, so one fsync serves both instead of two on the commit's path. Payload rows and
-local scores are never fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's
-hands, and the next fsync covers them).
-Snapshots are written to a temporary file, fsynced and renamed into place.
+(``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls before every message it
+sends to a peer (consensus messages, gradient pushes, its current state), makes it durable unless a durable write since has
+already done so. So no peer ever hears of a round that a power cut could take back; until then the row can be
+lost only as if the node had stopped just before the commit. A commit is usually followed by a vote for the next
+round, so one fsync serves both, and none is left on the commit's path. Payload rows and local scores are never
+fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's hands, and the next
+fsync covers them). Snapshots are written to a temporary file, fsynced and renamed into place.
 
 Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
 but not fsynced: they are content-addressed and every peer holds them, so a copy lost or torn by a power cut

@@ -42,13 +42,13 @@ def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatc
     node.store.close()
 
 
-def test_no_consensus_message_leaves_while_a_committed_row_is_unsynced(tmp_path, monkeypatch):
+def test_nothing_leaves_for_a_peer_while_a_committed_row_is_unsynced(tmp_path, monkeypatch):
     import swarm.node as node_module
 
     node = _one_node(tmp_path)
-    seen = {"deferred_appends": 0, "messages": 0, "unsynced_at_send": 0}
+    seen = {"deferred_appends": 0, "messages": 0, "pushes": 0, "unsynced_at_send": 0}
 
-    real_append, real_encode = node.store.append, node_module.encode_message
+    real_append, real_encode, real_push = node.store.append, node_module.encode_message, node.transport.push
 
     def append(row, gradients=(), durable=True):
         seen["deferred_appends"] += not durable
@@ -59,8 +59,14 @@ def test_no_consensus_message_leaves_while_a_committed_row_is_unsynced(tmp_path,
         seen["unsynced_at_send"] += node.store._chain_unsynced
         return real_encode(*args, **kwargs)
 
+    async def push(payload, to=None):
+        seen["pushes"] += 1
+        seen["unsynced_at_send"] += node.store._chain_unsynced
+        return await real_push(payload, to)
+
     monkeypatch.setattr(node.store, "append", append)
     monkeypatch.setattr(node_module, "encode_message", encode)
+    monkeypatch.setattr(node.transport, "push", push)
 
     async def scenario() -> None:
         task = asyncio.create_task(node.run())
@@ -73,7 +79,7 @@ def test_no_consensus_message_leaves_while_a_committed_row_is_unsynced(tmp_path,
         await asyncio.wait_for(task, 15)
 
     asyncio.run(scenario())
-    assert seen["deferred_appends"] >= 4 and seen["messages"] >= 8, seen
+    assert seen["deferred_appends"] >= 4 and seen["messages"] >= 8 and seen["pushes"] >= 4, seen
     assert seen["unsynced_at_send"] == 0, seen
 
 
