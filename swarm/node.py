@@ -39,6 +39,7 @@ from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message,
 from swarm.gradient import Gradient, digest_of, make_gradient
 from swarm.gradient_pool import GradientPool
 from swarm.peer_scores import PeerScores
+from swarm.rate_limit import PeerRateLimiter
 from swarm.replay import entry_extras, genesis_hash, open_gradient, protocol_of
 from swarm.state import ReplicatedState, genesis_state
 from swarm.store import ChainRow, Store
@@ -119,6 +120,7 @@ class Node:
         self.state = self.genesis_state
         self.pool = GradientPool()
         self.scores = PeerScores()
+        self.control_limit = PeerRateLimiter(config.transport.control_messages_per_s, config.transport.control_burst)
         self.metrics = Metrics()
         self.history: deque[RoundRecord] = deque(maxlen=HISTORY_ROUNDS)
         self.evidence = EvidenceBook(self.store)
@@ -384,6 +386,9 @@ class Node:
 
     async def _on_control(self, peer: str, data: bytes) -> None:
         if not self._admit(peer, data):
+            return
+        if not self.control_limit.allow(peer, time.monotonic()):
+            self._reject(peer, "flooding", f"over {self.control_limit.rate:g} control messages/s")
             return
         try:
             envelope = open_envelope(data, self.genesis.swarm_id, 4 << 20)

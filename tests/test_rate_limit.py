@@ -1,0 +1,57 @@
+"""Inbound control messages per peer: a burst, then a steady rate; a member that floods valid, signed messages is
+dropped as flooding, penalised and banned, and the others are not held to its account."""
+import asyncio
+import time
+
+import pytest
+
+from swarm.rate_limit import PeerRateLimiter, TokenBucket
+
+
+def test_bucket_gives_its_burst_then_its_rate():
+    bucket = TokenBucket(rate=10.0, burst=5, now=0.0)
+    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(0.1) and not bucket.take(0.1)  # 0.1 s at 10/s: one token
+    assert sum(bucket.take(10.0) for _ in range(20)) == 5  # a long pause refills up to the burst, no more
+    assert not bucket.take(5.0)  # a clock that steps back adds nothing
+
+
+def test_peers_have_separate_buckets_and_bad_settings_are_refused():
+    limiter = PeerRateLimiter(rate=1.0, burst=2)
+    assert [limiter.allow("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("b", 0.0)
+    with pytest.raises(ValueError):
+        PeerRateLimiter(rate=0.0, burst=10)
+    with pytest.raises(ValueError):
+        PeerRateLimiter(rate=5.0, burst=0)
+
+
+def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
+    from consensus.messages import Heartbeat
+    from crypto.keys import load_key
+    from swarm.cluster import ClusterOptions, init_cluster
+    from swarm.config import load_genesis, load_node_config
+    from swarm.consensus_link import encode_message
+    from swarm.node import Node
+
+    specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
+    config = load_node_config(specs[0].config_path)
+    config.transport.control_messages_per_s, config.transport.control_burst = 2.0, 50  # a slow CI box still floods
+    node = Node(config, load_genesis(config.genesis), load_key(config.identity))
+    flooder, honest = (load_key(tmp_path / "keys" / f"{name}.pem") for name in ("node3", "node1"))
+    swarm_id = node.genesis.swarm_id
+    burst = config.transport.control_burst
+
+    async def scenario() -> None:
+        # Valid envelopes from a member (the core then drops them: their inner signature is empty).
+        for i in range(burst + 150):
+            await node._on_control(flooder.peer_id, encode_message(flooder, swarm_id, Heartbeat(1, i, flooder.peer_id)))
+        await node._on_control(honest.peer_id, encode_message(honest, swarm_id, Heartbeat(1, 0, honest.peer_id)))
+
+    asyncio.run(scenario())
+    assert node.metrics.rejected["flooding"] >= 5  # penalised until its local score ran out
+    assert node.metrics.rejected["banned"] > 100   # then dropped unread
+    assert node.scores.is_banned(flooder.peer_id, time.monotonic())
+    assert not node.scores.is_banned(honest.peer_id, time.monotonic())
+    assert node.scores.get(honest.peer_id).rejected == 0
+    node.store.close()
