@@ -27,12 +27,12 @@ LATENCY_PARTS = ("commit", "validate", "prepare", "certify")  # the <part>_ms fi
 
 
 def swarm_rounds(folder: Path, nodes: int, rounds: int, compression: str,
-                 eval_every: int = 0) -> tuple[list[float], dict[str, list[float]]]:
+                 eval_every: int = 0, model: str = MODEL) -> tuple[list[float], dict[str, list[float]]]:
     """Per-round wall seconds at node0 (from the commit times in its log, so that measuring does not load the
     node), and from every follower's log the commit latency's parts in ms: PrePrepare seen -> own validation
     done ('validate'), -> prepare quorum in and Commit sent ('prepare'), -> commit certificate formed ('certify'),
     -> applied ('commit')."""
-    specs = init_cluster(folder, ClusterOptions(nodes=nodes, model=MODEL, compression=compression,
+    specs = init_cluster(folder, ClusterOptions(nodes=nodes, model=model, compression=compression,
                                                 max_rounds=rounds + WARMUP,
                                                 node_overrides={"training": {"eval_every": eval_every}}))
     cluster = Cluster(folder, specs)
@@ -69,7 +69,7 @@ def commit_times(log: str) -> dict[int, float]:
     return out
 
 
-def plain_rounds(folder: Path, nodes: int, rounds: int, compression: str) -> list[float]:
+def plain_rounds(folder: Path, nodes: int, rounds: int, compression: str, model: str = MODEL) -> list[float]:
     keys = sorted((folder / "keys").glob("*.pem"))[:nodes]
     from crypto.keys import load_key
     ids = [load_key(k).peer_id for k in keys]
@@ -80,7 +80,7 @@ def plain_rounds(folder: Path, nodes: int, rounds: int, compression: str) -> lis
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "bench.plain_peer", "--key", str(key), "--listen", f"/ip4/127.0.0.1/tcp/{ports[i]}",
              "--bootstrap", ",".join(a for j, a in enumerate(addrs) if j != i), "--members", ",".join(ids),
-             "--model", MODEL, "--compression", compression, "--index", str(i), "--rounds", str(rounds + WARMUP),
+             "--model", model, "--compression", compression, "--index", str(i), "--rounds", str(rounds + WARMUP),
              "--threads", str(cores_per_node(nodes))],
             stdout=subprocess.PIPE, text=True))
     results = []
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side, alternated (medians over all)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="swarm nodes evaluate the test set every N rounds (0: never, as the plain peers)")
+    parser.add_argument("--model", default=MODEL,
+                        help="model of both sides (default: the 1M-parameter MLP; 'mlp', the swarm's small default, "
+                             "leaves the CPU far from saturated, which shows the protocol's own latency)")
     args = parser.parse_args()
     print(f"{'compression':12} {'swarm s/round':>14} {'plain s/round':>14} {'overhead':>9} "
           f"{'commit p50 ms':>14} {'commit p99 ms':>14} {'certified p50':>14} {'prepared p50':>13} "
@@ -114,11 +117,12 @@ def main() -> None:
         for _ in range(args.repeat):  # alternate the two sides, so that a change in machine load hits both
             with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
                 folder = Path(tmp)
-                seconds, run_latencies = swarm_rounds(folder, args.nodes, args.rounds, compression, args.eval_every)
+                seconds, run_latencies = swarm_rounds(folder, args.nodes, args.rounds, compression, args.eval_every,
+                                                      args.model)
                 swarm += seconds
                 for name, values in run_latencies.items():
                     latencies[name] += values
-                plain += plain_rounds(folder, args.nodes, args.rounds, compression)
+                plain += plain_rounds(folder, args.nodes, args.rounds, compression, args.model)
         s, p = statistics.median(swarm), statistics.median(plain)
         print(f"{compression:12} {s:14.3f} {p:14.3f} {100 * (s / p - 1):8.1f}% "
               f"{percentile(latencies['commit'], 0.5):14.2f} {percentile(latencies['commit'], 0.99):14.2f} "
