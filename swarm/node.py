@@ -3,7 +3,8 @@
 One asyncio process. Data flows one way: transport -> decode and verify -> core -> actions -> transport / store /
 state. Everything that reads or replaces the replicated state (build a proposal, validate one, apply a committed
 entry) runs through one FIFO worker, in order, with the tensor work in a thread so the loop keeps answering
-heartbeats. Local training runs in another thread and only ever produces this node's own contribution.
+heartbeats; how an entry's state is re-derived is swarm/entry_check.py, evidence bookkeeping swarm/evidence.py.
+Local training runs in another thread and only ever produces this node's own contribution.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from crypto.envelope import open_envelope, peek as peek_envelope
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 from swarm import compression, reputation
-from swarm.apply import Applied, InvalidEntry, aggregate_round, apply, finish
+from swarm.apply import Applied, InvalidEntry, apply
 from swarm.adversary import Adversary
 from swarm.config import Genesis, NodeConfig
+from swarm.entry_check import EntryChecker
 from swarm.evidence import EvidenceBook
 from swarm.malloc import release_free_memory
 from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
@@ -40,7 +42,7 @@ from swarm.gradient import Gradient, digest_of, make_gradient
 from swarm.gradient_pool import GradientPool
 from swarm.peer_scores import PeerScores
 from swarm.rate_limit import PeerRateLimiter
-from swarm.replay import entry_extras, genesis_hash, open_gradient, protocol_of
+from swarm.replay import genesis_hash, open_gradient, protocol_of
 from swarm.state import ReplicatedState, genesis_state
 from swarm.store import ChainRow, Store
 from swarm.local_training import build_trainer
@@ -57,13 +59,6 @@ READY_GRACE_S = 0.25
 HANDOVER_DELAY_S = 1.0
 TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/malloc.py)
 SHUTDOWN_TASK_TIMEOUT_S = 5.0  # how long shutdown waits for a cancelled task before exiting without it
-
-
-def _finish_and_hash(state, aggregated, signers, convicted) -> Applied:
-    """The entry-dependent rest of apply: cheap, because aggregation already hashed the new parameter bytes."""
-    applied = finish(state, aggregated, signers, convicted)
-    applied.state.hash  # only the small header is left to hash
-    return applied
 
 
 @dataclass
@@ -127,9 +122,6 @@ class Node:
         self.diverged: str | None = None
         self.started = time.time()
         self.last_eval: tuple[float, float] | None = None
-        self._applied_cache: dict[bytes, Applied] = {}
-        self._aggregates: dict[tuple[bytes, tuple[bytes, ...]], asyncio.Future] = {}
-        self._fetched: dict[bytes, Gradient] = {}  # payloads fetched by digest for the pending round
         self._pending_commits: dict[int, CommittedEntry] = {}  # committed, waiting for their turn to apply
         self._retry_scheduled = False
         self._ready_sent = 0
@@ -151,6 +143,8 @@ class Node:
         self._background: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._state_pool = ThreadPoolExecutor(1, thread_name_prefix="apply")
+        self.entries = EntryChecker(genesis, self.protocol, self.store, self.pool, self._state_pool,
+                                    self._verify_gradient, self._fetch)
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._leader_seen: str | None = None
         self._role_seen: tuple[int, str, bool] = (0, "", False)
@@ -201,7 +195,7 @@ class Node:
             if gradients is None:
                 log.warning("restart: payloads of round %d missing; will catch up from peers", row.round)
                 break
-            applied = apply(state, gradients, self.protocol, *self._entry_extras(row.entry["params"], row.round))
+            applied = apply(state, gradients, self.protocol, *self.entries.extras(row.entry["params"], row.round))
             if applied.state.hash != row.state_hash:
                 self._divergence(f"replay of round {row.round} gives another state hash")
                 break
@@ -633,11 +627,11 @@ class Node:
             log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
             return
         params = self._entry_params()
-        applied = await self._apply_gradients(self.state, gradients, params)
+        applied = await self.entries.apply_gradients(self.state, gradients, params)
         entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
                       rule=self.protocol.rule, params=params, state_hash=applied.state.hash,
                       parent_state_hash=self.state.hash)
-        self._applied_cache[entry.digest()] = applied
+        self.entries.applied[entry.digest()] = applied
         self._step(ProposalBuilt(entry))
 
     def _entry_params(self) -> dict:
@@ -654,27 +648,6 @@ class Node:
             params["evidence"] = evidence
         return params
 
-    def _entry_extras(self, params: dict, round_: int) -> tuple[frozenset[str] | None, frozenset[str]]:
-        """(certificate signers, convicted members) an entry's params prove; raises InvalidEntry when forged."""
-        previous = self.store.row(round_ - 1)
-        return entry_extras(self.genesis, params, round_, previous.digest if previous else None)
-
-    async def _apply_gradients(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
-        signers, convicted = self._entry_extras(params, state.round + 1)
-        aggregated = await self._aggregate(state, gradients)
-        return _finish_and_hash(state, aggregated, signers, convicted)  # no thread hop: it takes well under 1 ms
-
-    def _aggregate(self, state: ReplicatedState, gradients: list[Gradient]) -> asyncio.Future:
-        """The round's aggregation for this exact set of gradients, computed once (and possibly ahead of the
-        proposal, see _speculate) in the state thread."""
-        key = (state.hash, tuple(sorted(g.digest for g in gradients)))
-        future = self._aggregates.get(key)
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.protocol)
-            self._aggregates[key] = future
-        return asyncio.shield(future)
-
     def _speculate(self, round_: int) -> None:
         """Start aggregating the gradients we hold now: a leader proposes the same set in the common case, so
         validating its proposal then costs only the cheap reputation step."""
@@ -682,7 +655,7 @@ class Node:
             return
         gradients = self.pool.for_round(round_, self.state.hash)
         if len(gradients) >= self.genesis.quorum:
-            future = self._aggregate(self.state, gradients)
+            future = self.entries.aggregate(self.state, gradients)
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
             if self.config.training.train_ahead:
                 future.add_done_callback(lambda f, next_round=round_ + 1: self._train_ahead(next_round, f))
@@ -690,42 +663,16 @@ class Node:
     async def _validate(self, term: int, round_: int, entry: Entry) -> None:
         ok = False
         try:
-            applied = await self._check_entry(entry)
+            applied = await self.entries.check(self.state, entry)
             ok = applied.state.hash == entry.state_hash
             if ok:
-                self._applied_cache[entry.digest()] = applied
+                self.entries.applied[entry.digest()] = applied
             else:
                 log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
         except (InvalidEntry, DecodeError) as exc:
             log.warning("proposal for round %d in term %d is invalid: %s", round_, term, exc)
         self._mark_phase(term, round_, "validated")
         self._step(ValidationResult(term, round_, entry.digest(), ok))
-
-    async def _check_entry(self, entry: Entry) -> Applied:
-        cached = self._applied_cache.get(entry.digest())
-        if cached is not None:
-            return cached
-        if entry.round != self.state.round + 1 or entry.parent_state_hash != self.state.hash:
-            raise InvalidEntry(f"entry for round {entry.round} does not extend our state (round {self.state.round})")
-        if entry.rule != self.protocol.rule:
-            raise InvalidEntry(f"entry uses rule {entry.rule}, the genesis says {self.protocol.rule}")
-        digests = list(entry.gradient_digests)
-        if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
-            raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
-        gradients = [await self._gradient_by_digest(d, entry.round, entry.parent_state_hash) for d in digests]
-        return await self._apply_gradients(self.state, gradients, dict(entry.params))
-
-    async def _gradient_by_digest(self, digest: bytes, round_: int, parent: bytes) -> Gradient:
-        known = self.pool.by_digest(digest)
-        if known is not None and known.round == round_ and known.parent == parent:
-            return known
-        stored = self.store.gradient(digest)
-        raw = stored if stored is not None and digest_of(stored) == digest else await self._fetch(digest)
-        if raw is None:
-            raise InvalidEntry(f"payload {digest.hex()[:12]} is not available from any peer")
-        gradient = self._verify_gradient(raw, round_, parent)
-        self._fetched[digest] = gradient  # kept so that adopting the entry stores it
-        return gradient
 
     async def _fetch(self, digest: bytes) -> bytes | None:
         """A payload by digest from any connected peer (the leader first), waiting up to FETCH_TIMEOUT_S for one to
@@ -774,7 +721,7 @@ class Node:
     async def _apply_one(self, committed: CommittedEntry) -> bool:
         entry = committed.entry
         try:
-            applied = await self._check_entry(entry)
+            applied = await self.entries.check(self.state, entry)
         except (InvalidEntry, DecodeError) as exc:
             log.warning("round %d cannot be applied from its payloads (%s): trying the certified snapshot",
                         entry.round, exc)
@@ -795,9 +742,7 @@ class Node:
                 return False
         else:
             self._adopt(committed, applied)
-        self._applied_cache.clear()
-        self._aggregates.clear()
-        self._fetched.clear()
+        self.entries.round_done()
         await self._after_commit(committed, applied)
         return True
 
@@ -805,7 +750,7 @@ class Node:
         entry = committed.entry
         rows = []
         for digest in entry.gradient_digests:
-            gradient = self.pool.by_digest(digest) or self._fetched.get(digest)
+            gradient = self.pool.by_digest(digest) or self.entries.fetched.get(digest)
             if gradient is not None:
                 rows.append((digest, gradient.round, gradient.sender, gradient.raw))
             elif self.store.gradient(digest) is None:
