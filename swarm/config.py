@@ -85,6 +85,10 @@ class TransportConfig:
     # delivers at once after a partition heals must never count as a flood.
     control_messages_per_s: float = field(default=200.0, metadata={"min": 1.0})
     control_burst: int = field(default=4096, metadata={"min": 1})
+    # Fetches served per peer and second past a burst (swarm/transport/engine.py): a lagging node replays a few
+    # payloads a round, so the burst covers a catch-up of about a hundred rounds at full speed.
+    fetches_per_s: float = field(default=50.0, metadata={"min": 1.0})
+    fetch_burst: int = field(default=512, metadata={"min": 1})
 
 
 @dataclass

@@ -132,6 +132,7 @@ class Node:
         # commit latency and its parts.
         self._phases: dict[tuple[int, int], dict[str, float]] = {}
         self._handed_over: tuple[int, int] | None = None  # (term, round) whose payloads went to the leader
+        self._served_state: tuple[bytes, bytes] | None = None  # (hash, bytes) of our state as peers fetched it
         self._last_trim = time.monotonic()
         # (round, parameters, future update) of a local update trained ahead of its round's commit
         self._ahead: tuple[int, torch.Tensor, asyncio.Future] | None = None
@@ -439,9 +440,11 @@ class Node:
         gradient = self.pool.by_digest(digest)
         if gradient is not None:
             return gradient.raw
-        if digest == self.state.hash:
+        if digest == self.state.hash:  # a certified snapshot: the digest is the state hash
             self.store.sync()  # the state of our newest commit leaves: its row is durable first
-            return self.state.serialize()  # a certified snapshot: the digest is the state hash
+            if self._served_state is None or self._served_state[0] != digest:
+                self._served_state = (digest, self.state.serialize())  # megabytes: built once per state, not per ask
+            return self._served_state[1]
         snapshot = self.store.snapshot_path(digest)
         if snapshot.exists():
             return snapshot.read_bytes()

@@ -91,3 +91,19 @@ def test_an_entry_with_more_evidence_than_allowed_is_invalid():
         entry_extras(None, {"evidence": [["x"]] * (MAX_ENTRY_EVIDENCE + 1)}, 2, None)
     with pytest.raises(InvalidEntry, match="at most"):
         entry_extras(None, {"evidence": "not a list"}, 2, None)
+
+
+def test_serving_our_state_syncs_first_and_serializes_once_per_state(tmp_path, monkeypatch):
+    from swarm.state import ReplicatedState
+    from swarm.store import ChainRow
+
+    node = _one_node(tmp_path)
+    calls = []
+    real = ReplicatedState.serialize
+    monkeypatch.setattr(ReplicatedState, "serialize", lambda self: (calls.append(1), real(self))[1])
+    node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
+    first = node._get_payload(node.state.hash)
+    assert not node.store._chain_unsynced
+    assert node._get_payload(node.state.hash) is first and len(calls) == 1
+    assert ReplicatedState.deserialize(first, node.dim, node.genesis.peer_ids).hash == node.state.hash
+    node.store.close()

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import trio
+import trio.testing as trio_testing
 
 from swarm.transport.bridge import TrioThread
 from swarm.transport.control import OutboundQueue
@@ -305,5 +306,60 @@ def test_push_retries_once_on_a_new_stream_when_a_reused_one_is_broken() -> None
         # the next push reuses the fresh stream: nothing new is opened
         assert await engine._push_to(member, b"H" * 44, b"more") is None
         assert engine.push_streams_opened == 1 and fresh.written.endswith(b"more")
+
+    trio.run(go)
+
+
+def test_fetches_past_the_rate_or_the_slots_are_refused_and_reported_as_flooding() -> None:
+    from swarm.config import TransportConfig
+    from swarm.transport.control import OutboundQueue as Queue
+    from swarm.transport.engine import FETCH_SLOTS_PER_PEER, Engine, Member
+
+    class Stream:
+        def __init__(self, digest: bytes) -> None:
+            self.unread, self.written, self.was_reset = digest, b"", False
+
+        async def read(self, n: int) -> bytes:
+            chunk, self.unread = self.unread[:n], self.unread[n:]
+            return chunk
+
+        async def write(self, data: bytes) -> None:
+            self.written += data
+
+        async def reset(self) -> None:
+            self.was_reset = True
+
+        async def close(self) -> None:
+            pass
+
+    class Sink:
+        def __init__(self) -> None:
+            self.reports: list[tuple[str, str]] = []
+            self.release = trio.Event()
+
+        async def lookup(self, digest: bytes) -> bytes | None:
+            await self.release.wait()  # held, so fetches stay in flight
+            return b"payload"
+
+        def misbehaviour(self, peer_id: str, reason: str) -> None:
+            self.reports.append((peer_id, reason))
+
+    async def go() -> None:
+        engine = Engine.__new__(Engine)
+        engine.config, engine.sink = TransportConfig(fetches_per_s=1.0, fetch_burst=4), Sink()
+        member = Member("12D3KooWGzh6m7KqAuNFEnHjJ5BiVWyD2Hx7rVTJvsuU1pKMXsnq", Queue(), connected=True)
+        streams = [Stream(bytes([i]) * 32) for i in range(6)]
+        async with trio.open_nursery() as nursery:
+            for stream in streams[:FETCH_SLOTS_PER_PEER + 1]:  # one more than the slots, all at once
+                nursery.start_soon(engine._on_fetch_stream, member, stream)
+            await trio_testing.wait_all_tasks_blocked()
+            assert [s.was_reset for s in streams[:3]] == [False, False, True]
+            engine.sink.release.set()
+        for stream in streams[3:]:  # one by one now: the burst of 4 is spent after the first of these
+            await engine._on_fetch_stream(member, stream)
+        assert [s.was_reset for s in streams] == [False, False, True, False, True, True]
+        assert all(s.written.endswith(b"payload") for s in streams if not s.was_reset)
+        assert member.fetches_refused == 3
+        assert engine.sink.reports == [(member.peer_id, "flooding")]  # reported once a second at most
 
     trio.run(go)

@@ -25,6 +25,7 @@ from crypto.keys import NodeKey
 from swarm.config import TransportConfig
 from swarm.transport import bulk, fastpath
 from swarm.transport.base import PeerInfo, PushResult
+from swarm.rate_limit import TokenBucket
 from swarm.transport.control import OutboundQueue, Writer
 from swarm.transport.framing import (KIND_DATA, KIND_HELLO, ControlReader, FrameError, StreamClosed, bulk_header,
                                      encode_control)
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 CONTROL_PROTOCOL = "/swarm/control/1.0.0"
 MAX_ADDRS_PER_PEER = 8
 BULK_SLOTS_PER_PEER = 2      # pushes from one peer received at once; also idle push streams kept per peer
+FETCH_SLOTS_PER_PEER = 2     # fetches from one peer served at once: an honest node asks for one payload at a time
+FLOODING_REPORT_S = 1.0      # refused fetches are reported as flooding at most this often per peer
 PUSH_STREAM_IDLE_S = 120.0   # receiver: a push stream with no new push for this long is closed
 PUSH_STREAM_REUSE_S = 60.0   # sender: an idle push stream older than this is closed rather than reused
 DIAL_TIMEOUT_S = 5.0
@@ -67,6 +70,10 @@ class Member:
     timed_out: bool = False
     bulk_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BULK_SLOTS_PER_PEER))
     idle_push: list[tuple[Any, float]] = field(default_factory=list)  # (stream, idle since): reusable push streams
+    fetch_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(FETCH_SLOTS_PER_PEER))
+    fetch_budget: TokenBucket | None = None  # made on the first fetch, from the transport config
+    fetches_refused: int = 0
+    flooding_reported_at: float = float("-inf")
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -338,8 +345,24 @@ class Engine:
             await stream.close()
 
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
-        with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
-            await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
+        """Serve one fetch. Answering can mean reading or serializing megabytes, so a member past its fetch rate
+        (``transport.fetches_per_s`` after ``fetch_burst``) or with FETCH_SLOTS_PER_PEER fetches in flight is
+        refused: the stream is reset, and the member reported as flooding (once a second at most)."""
+        now = time.monotonic()
+        if member.fetch_budget is None:
+            member.fetch_budget = TokenBucket(self.config.fetches_per_s, self.config.fetch_burst, now)
+        if not member.fetch_budget.take(now) or not _try_acquire(member.fetch_slots):
+            member.fetches_refused += 1
+            await bulk.reset(stream)
+            if now - member.flooding_reported_at >= FLOODING_REPORT_S:
+                member.flooding_reported_at = now
+                self.sink.misbehaviour(member.peer_id, "flooding")
+            return
+        try:
+            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
+                await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
+        finally:
+            member.fetch_slots.release()
         with trio.move_on_after(1):
             await stream.close()
 
@@ -467,3 +490,11 @@ class _Notifee(INotifee):
 
     async def listen_close(self, network: Any, multiaddr: Any) -> None:
         pass
+
+
+def _try_acquire(semaphore: trio.Semaphore) -> bool:
+    try:
+        semaphore.acquire_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
