@@ -70,6 +70,8 @@ def render_node_metrics(node: "Node") -> str:
                "fetched from a peer.", [({}, m.snapshot_resyncs)])
     out.family("swarm_rounds_trained_ahead", "counter", "Rounds whose local update was trained while the previous "
                "round was being agreed on (training.train_ahead).", [({}, m.trained_ahead)])
+    out.family("swarm_duplicate_pushes", "counter", "Pushes of payloads this node already held, dropped before "
+               "verification.", [({}, m.duplicate_pushes)])
     out.family("swarm_payload_handovers", "counter", "Rounds whose payloads this node pushed to a leader that had not "
                "proposed them in time.", [({}, m.payload_handovers)])
     out.family("swarm_catchup_entries_from_store", "counter", "Committed entries older than the in-memory window "

@@ -88,6 +88,7 @@ class Metrics:
     catchup_entries_from_store: int = 0  # old committed entries read back from the store for a lagging peer
     payload_handovers: int = 0  # rounds whose payloads this node pushed to a leader that did not propose in time
     trained_ahead: int = 0  # rounds whose local update was trained while the previous round was being agreed on
+    duplicate_pushes: int = 0  # pushes of payloads already held, dropped before verification
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
@@ -406,6 +407,9 @@ class Node:
             return
         if not self.pool.accepts_round(round_):
             self.metrics.rejected["stale_or_future_round"] += 1
+            return
+        if self.pool.by_digest(digest) is not None:  # a re-push (a reconnect, or a peer repeating itself): the
+            self.metrics.duplicate_pushes += 1       # same bytes were verified once already, so not again
             return
         parent = self.state.hash if round_ == self.state.round + 1 else None
         loop = asyncio.get_running_loop()

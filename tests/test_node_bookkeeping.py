@@ -107,3 +107,33 @@ def test_serving_our_state_syncs_first_and_serializes_once_per_state(tmp_path, m
     assert node._get_payload(node.state.hash) is first and len(calls) == 1
     assert ReplicatedState.deserialize(first, node.dim, node.genesis.peer_ids).hash == node.state.hash
     node.store.close()
+
+
+def test_a_payload_pushed_again_is_dropped_before_verification(tmp_path, monkeypatch):
+    import torch
+
+    from crypto.keys import load_key
+    from swarm.cluster import ClusterOptions, init_cluster
+    from swarm.config import load_genesis, load_node_config
+    from swarm.gradient import digest_of, make_gradient
+    from swarm.node import Node
+
+    specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
+    config = load_node_config(specs[0].config_path)
+    node = Node(config, load_genesis(config.genesis), load_key(config.identity))
+    sender = load_key(tmp_path / "keys" / "node1.pem")
+    raw = make_gradient(sender, node.genesis.swarm_id, 1, node.state.hash,
+                        node.compressor.compress(torch.full((node.dim,), 1e-3)))
+    verified = []
+    real_verify = node._verify_gradient
+    monkeypatch.setattr(node, "_verify_gradient", lambda *args: (verified.append(1), real_verify(*args))[1])
+
+    async def push_three_times() -> None:
+        for _ in range(3):
+            await node._on_payload(sender.peer_id, digest_of(raw), raw)
+
+    asyncio.run(push_three_times())
+    assert len(verified) == 1 and node.metrics.duplicate_pushes == 2
+    assert [g.sender for g in node.pool.for_round(1, node.state.hash)] == [sender.peer_id]
+    node._state_pool.shutdown(wait=True)
+    node.store.close()
