@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, replace
 from . import election
 from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
                       ReportEvidence, Send, ValidateProposal, WakeAt)
+from .bounds import record_proposal, record_signature
 from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from .messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry, Evidence,
                        EvidenceMessage, Heartbeat, MAX_CATCHUP_ENTRIES, NewTerm, PrePrepare, PreparedCertificate,
                        Prepare, RequestVote, Timeout, Vote)
 from .quorum import Crypto, Membership, Verifier, sign_fields
 from .state import HardState, PersistedState
-from .bounds import record_proposal, record_signature
 from .timing import AdaptiveTimeouts, TimingConfig
 
 ELECTING, CANDIDATE, FOLLOWER, LEADER = "electing", "candidate", "follower", "leader"
