@@ -52,7 +52,8 @@ Actions (``consensus.actions``) and what each obliges the node to do
   core keeps in memory: read them (with certificates) from the store and answer ``EntriesLoaded``; the core signs
   the ``CatchUpResponse``. Memory thus stays flat however long the chain grows.
 - ``ReportEvidence(evidence)``: two PrePrepares signed by one leader for one (term, round); keep it, feed reputation,
-  carry it in a later entry. ``quorum.Verifier.evidence`` re-checks it anywhere.
+  carry it in a later entry. ``quorum.Verifier.evidence`` re-checks it anywhere. Rationed: per accused member one
+  piece per committed round, plus the first against the leader of the replica's own term.
 - ``WakeAt(time)``: schedule a ``Tick`` at ``time`` (each batch ends with one; the latest replaces the earlier).
 
 Every batch is: persist actions first, then the messages that depend on them. After a crash, build a new Replica
@@ -79,9 +80,12 @@ Protocol in brief
   ``NewTerm``); a node appends only entries whose certificate verifies and that extend its chain.
 - Timeouts (``timing``): round timeout = max(minimum, margin x EWMA of measured round times), doubled per failed
   term, reset by a commit.
+- Bounded memory: what a member's signed messages make a replica keep is capped per sender (``bounds``): one digest
+  per (term, round) and a few terms per round for Prepares, Commits and PrePrepares. ``Replica.footprint()`` counts
+  it; the simulator checks it after honest steps, under a flood of signed junk (scenario ``state_flood``).
 
 Modules: messages (wire types), quorum (membership, signature checks), election (vote and term rules), timing,
-state (what is persisted), events, actions, replica (the state machine), sim (deterministic simulator:
+bounds (per-sender caps), state (what is persisted), events, actions, replica (the state machine), sim (deterministic simulator:
 ``python -m consensus.sim --help``).
 """
 from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,  # noqa
