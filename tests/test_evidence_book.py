@@ -38,3 +38,48 @@ def test_committed_evidence_leaves_frees_its_slot_and_is_never_kept_again(tmp_pa
     again.on_commit([])  # an entry without evidence changes nothing
     assert again.committed() == {committed_digest}
     again.store.close()
+
+
+def test_a_leader_equivocating_to_a_node_is_convicted_by_its_next_proposal(tmp_path):
+    """The whole path on one (not running) node: two conflicting PrePrepares signed by node1 arrive on the control
+    channel, the core turns them into evidence, the node keeps it, its next entry carries it, and applying that
+    entry convicts node1 (a penalty in the committed reputation)."""
+    import asyncio
+
+    from consensus.messages import Entry, PrePrepare
+    from consensus.quorum import sign_fields
+    from crypto.keys import load_key
+    from swarm import reputation
+    from swarm.cluster import ClusterOptions, init_cluster
+    from swarm.config import load_genesis, load_node_config
+    from swarm.consensus_link import Ed25519Crypto, encode_message
+    from swarm.node import Node
+    from swarm.replay import entry_extras
+
+    specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
+    config = load_node_config(specs[0].config_path)
+    node = Node(config, load_genesis(config.genesis), load_key(config.identity))
+    leader = load_key(tmp_path / "keys" / "node1.pem")
+    swarm_id, term = node.genesis.swarm_id, node.core.term
+
+    def proposal(variant: int) -> bytes:
+        entry = Entry(1, (bytes([variant]) * 32,), node.protocol.rule, {}, bytes([9, variant]) * 16,
+                      node.state.hash)
+        sig = sign_fields(swarm_id, Ed25519Crypto(leader), "preprepare", term, 1, entry.digest(), leader.peer_id)
+        return encode_message(leader, swarm_id, PrePrepare(term, 1, entry, leader.peer_id, sig))
+
+    async def equivocate() -> None:
+        for variant in (1, 2):
+            await node._on_control(leader.peer_id, proposal(variant))
+
+    asyncio.run(equivocate())
+    assert [e.leader for e in node.evidence.pending.values()] == [leader.peer_id]
+    params = node._entry_params()
+    _signers, convicted = entry_extras(node.genesis, params, 1, None)
+    assert convicted == {leader.peer_id}
+    table = reputation.update(node.state.reputation, reputation.RoundObservation(
+        frozenset(), frozenset(), {}, {}, None, convicted))
+    assert dict(table)[leader.peer_id].penalties == 1
+    assert all(rep.penalties == 0 for peer, rep in table if peer != leader.peer_id)
+    node._state_pool.shutdown(wait=True)
+    node.store.close()
