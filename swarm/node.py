@@ -160,7 +160,7 @@ class Node:
                                self.config.transport, Callbacks(
                                    on_payload=self._on_payload, on_control=self._on_control,
                                    on_misbehaviour=self._on_misbehaviour, on_peer_change=self._on_peer_change,
-                                   get_payload=self._get_payload))
+                                   get_payload=self._get_payload, may_fetch=self._may_fetch))
 
     def _make_core(self) -> Replica:
         self.crypto = Ed25519Crypto(self.key)
@@ -439,6 +439,10 @@ class Node:
             mine = next((g for g in self.pool.for_round(self.state.round + 1) if g.sender == self.id), None)
             if mine is not None:
                 self._spawn(self._push(mine.raw), "repush")
+
+    def _may_fetch(self, peer: str) -> bool:
+        """Transport thread: a banned peer gets nothing from us, fetches included."""
+        return not self.scores.is_banned(peer, time.monotonic())
 
     def _get_payload(self, digest: bytes) -> bytes | None:
         gradient = self.pool.by_digest(digest)

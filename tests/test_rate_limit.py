@@ -1,5 +1,5 @@
 """Inbound control messages per peer: a burst, then a steady rate; a member that floods valid, signed messages is
-dropped as flooding, penalised and banned, and the others are not held to its account."""
+dropped as flooding, penalised and banned (its fetches refused too), and the others are not held to its account."""
 import asyncio
 import time
 
@@ -54,4 +54,5 @@ def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
     assert node.scores.is_banned(flooder.peer_id, time.monotonic())
     assert not node.scores.is_banned(honest.peer_id, time.monotonic())
     assert node.scores.get(honest.peer_id).rejected == 0
+    assert not node._may_fetch(flooder.peer_id) and node._may_fetch(honest.peer_id)  # nor may it fetch
     node.store.close()

@@ -336,8 +336,14 @@ def test_fetches_past_the_rate_or_the_slots_are_refused_and_reported_as_flooding
         def __init__(self) -> None:
             self.reports: list[tuple[str, str]] = []
             self.release = trio.Event()
+            self.banned: set[str] = set()
+            self.lookups = 0
+
+        def may_fetch(self, peer_id: str) -> bool:
+            return peer_id not in self.banned
 
         async def lookup(self, digest: bytes) -> bytes | None:
+            self.lookups += 1
             await self.release.wait()  # held, so fetches stay in flight
             return b"payload"
 
@@ -361,5 +367,12 @@ def test_fetches_past_the_rate_or_the_slots_are_refused_and_reported_as_flooding
         assert all(s.written.endswith(b"payload") for s in streams if not s.was_reset)
         assert member.fetches_refused == 3
         assert engine.sink.reports == [(member.peer_id, "flooding")]  # reported once a second at most
+        # A peer the node banned gets nothing, is not reported again, and spends none of its budget.
+        banned = Member("12D3KooWBannedPeerBannedPeerBannedPeerBannedPeer", Queue(), connected=True)
+        engine.sink.banned.add(banned.peer_id)
+        lookups, stream = engine.sink.lookups, Stream(b"\x07" * 32)
+        await engine._on_fetch_stream(banned, stream)
+        assert stream.was_reset and stream.written == b"" and engine.sink.lookups == lookups
+        assert len(engine.sink.reports) == 1 and banned.fetch_budget is None
 
     trio.run(go)

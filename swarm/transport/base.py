@@ -37,13 +37,15 @@ class PushResult:
 
 @dataclass
 class Callbacks:
-    """The node's hooks; any left as None is ignored (get_payload None = serve nothing)."""
+    """The node's hooks; any left as None is ignored (get_payload None = serve nothing; may_fetch None = any
+    member may fetch). ``may_fetch(peer_id)`` is called from the transport's thread and must not block."""
 
     on_payload: OnPayload | None = None
     on_control: OnControl | None = None
     on_misbehaviour: OnMisbehaviour | None = None
     on_peer_change: OnPeerChange | None = None
     get_payload: GetPayload | None = None
+    may_fetch: Callable[[str], bool] | None = None
 
 
 @runtime_checkable

@@ -51,6 +51,7 @@ class Sink(Protocol):
     def peer_change(self, peer_id: str, connected: bool) -> None: ...
     def misbehaviour(self, peer_id: str, reason: str) -> None: ...
     async def payload(self, peer_id: str, digest: bytes, data: bytes) -> None: ...
+    def may_fetch(self, peer_id: str) -> bool: ...
     async def lookup(self, digest: bytes) -> bytes | None: ...
     async def control_backlog(self) -> None: ...
 
@@ -347,7 +348,11 @@ class Engine:
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
         """Serve one fetch. Answering can mean reading or serializing megabytes, so a member past its fetch rate
         (``transport.fetches_per_s`` after ``fetch_burst``) or with FETCH_SLOTS_PER_PEER fetches in flight is
-        refused: the stream is reset, and the member reported as flooding (once a second at most)."""
+        refused: the stream is reset, and the member reported as flooding (once a second at most). A member the
+        node has banned is refused without a report (it was punished already)."""
+        if not self.sink.may_fetch(member.peer_id):
+            await bulk.reset(stream)
+            return
         now = time.monotonic()
         if member.fetch_budget is None:
             member.fetch_budget = TokenBucket(self.config.fetches_per_s, self.config.fetch_burst, now)

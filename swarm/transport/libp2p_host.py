@@ -135,6 +135,9 @@ class Libp2pTransport:
         if self.callbacks.on_payload is not None:
             await self._thread.await_asyncio(self.callbacks.on_payload(peer_id, digest, data))
 
+    def may_fetch(self, peer_id: str) -> bool:
+        return self.callbacks.may_fetch is None or self.callbacks.may_fetch(peer_id)
+
     async def lookup(self, digest: bytes) -> bytes | None:
         if self.callbacks.get_payload is None:
             return None
