@@ -3,8 +3,8 @@
 The consensus core reports each piece it takes in (at most one a committed round per accused member, see
 consensus.replica._evidence_wanted). A node keeps a few uncommitted pieces per member, a leader's entry carries one
 per member (an entry convicts a member once, however many pieces it holds), and a piece leaves once an entry
-commits it. Digests of committed pieces live in the store, so a piece seen again after a restart is not proposed
-a second time.
+commits it. Digests of committed pieces live in the store (a table, looked up by digest), so a piece seen again
+after a restart is not proposed a second time.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from swarm.replay import MAX_ENTRY_EVIDENCE
 from swarm.store import Store
 
 PENDING_PER_MEMBER = 2
-COMMITTED_KEY = "evidence_digests"
 
 
 class EvidenceBook:
@@ -21,14 +20,11 @@ class EvidenceBook:
         self.store = store
         self.pending: dict[bytes, Evidence] = {}  # by digest, not yet committed
 
-    def committed(self) -> set[bytes]:
-        return {bytes(d) for d in self.store.get_meta(COMMITTED_KEY, [])}
-
     def keep(self, evidence: Evidence) -> bool:
         """Keep a piece for a later proposal unless it is committed already or the member it accuses has
         PENDING_PER_MEMBER pieces waiting (a member that keeps equivocating keeps producing new ones)."""
         digest = evidence.digest()
-        if digest in self.pending or digest in self.committed():
+        if digest in self.pending or self.store.evidence_committed(digest):
             return False
         if sum(1 for e in self.pending.values() if e.leader == evidence.leader) >= PENDING_PER_MEMBER:
             return False
@@ -42,10 +38,11 @@ class EvidenceBook:
             first_per_member.setdefault(evidence.leader, evidence)
         return [evidence_to_plain(e) for e in list(first_per_member.values())[:MAX_ENTRY_EVIDENCE]]
 
-    def on_commit(self, plain_pieces: list) -> None:
-        """An entry carrying these (already verified) pieces committed: record them, stop waiting for them."""
-        now_committed = {evidence_from_plain(item).digest() for item in plain_pieces}
+    def on_commit(self, plain_pieces: list, round_: int) -> None:
+        """The entry of ``round_`` carrying these (already verified) pieces committed: record them, stop waiting
+        for them."""
+        now_committed = sorted({evidence_from_plain(item).digest() for item in plain_pieces})
         if now_committed:
-            self.store.put_meta(COMMITTED_KEY, sorted(self.committed() | now_committed))
+            self.store.add_committed_evidence(now_committed, round_)
             for digest in now_committed:
                 self.pending.pop(digest, None)

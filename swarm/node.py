@@ -767,7 +767,7 @@ class Node:
             elif self.store.gradient(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         asyncio.get_running_loop().run_in_executor(None, self.store.add_gradients, rows)
-        self.evidence.on_commit(entry.params.get("evidence", []))
+        self.evidence.on_commit(entry.params.get("evidence", []), entry.round)
         self.state = applied.state
 
     async def _resync_from_snapshot(self, entry: Entry) -> bool:

@@ -2,14 +2,15 @@
 
 Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted
 values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
-name (so a store can be replayed and audited offline), and local peer scores. Every SQLite write is one
+name (so a store can be replayed and audited offline), the digests of committed equivocation evidence, and local
+peer scores. Every SQLite write is one
 transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
 values are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote or lock lost
 to a power cut could make an honest node equivocate). A committed chain row may be appended without its own fsync
 (``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls before every message it
-sends to a peer (consensus messages, gradient pushes, its current state), makes it durable unless a durable write since has
-already done so. So no peer ever hears of a round that a power cut could take back; until then the row can be
-lost only as if the node had stopped just before the commit. A commit is usually followed by a vote for the next
+sends to a peer (consensus messages, gradient pushes, its current state), makes it durable unless a durable write
+since has already done so. So no peer ever hears of a round that a power cut could take back; until then the row
+can be lost only as if the node had stopped just before the commit. A commit is usually followed by a vote for the next
 round, so one fsync serves both, and none is left on the commit's path. Payload rows and local scores are never
 fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's hands, and the next
 fsync covers them). Snapshots are written to a temporary file, fsynced and renamed into place.
@@ -42,7 +43,9 @@ CREATE INDEX IF NOT EXISTS payloads_round ON payloads(round);
 CREATE TABLE IF NOT EXISTS local_scores (
     peer TEXT PRIMARY KEY, score REAL NOT NULL, rejected INTEGER NOT NULL, last_reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (round INTEGER PRIMARY KEY, state_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS committed_evidence (digest BLOB PRIMARY KEY, round INTEGER NOT NULL);
 """
+LEGACY_EVIDENCE_KEY = "evidence_digests"  # stores before session 6 kept committed evidence digests as one meta list
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate_evidence()
 
     def close(self) -> None:
         with self._lock:
@@ -256,6 +260,27 @@ class Store:
                         pass
                 self.put_meta("payloads_pruned_through", cutoff, durable=False)
         return snapshots_removed, payloads_removed
+
+    # ---------------------------------------------------------------- committed equivocation evidence
+    def add_committed_evidence(self, digests: list[bytes], round_: int) -> None:
+        """Digests of evidence a committed entry carried: fsynced, since a node that forgot them could propose a
+        piece again after a restart and convict its member twice for one offence."""
+        with self._transaction(durable=True):
+            self._db.executemany("INSERT OR IGNORE INTO committed_evidence VALUES (?, ?)",
+                                 [(bytes(d), round_) for d in digests])
+
+    def evidence_committed(self, digest: bytes) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM committed_evidence WHERE digest = ?", (digest,)).fetchone()
+        return row is not None
+
+    def _migrate_evidence(self) -> None:
+        legacy = self.get_meta(LEGACY_EVIDENCE_KEY)
+        if legacy:
+            with self._transaction(durable=True):
+                self._db.executemany("INSERT OR IGNORE INTO committed_evidence VALUES (?, 0)",
+                                     [(bytes(d),) for d in legacy])
+                self._db.execute("DELETE FROM meta WHERE key = ?", (LEGACY_EVIDENCE_KEY,))
 
     # ---------------------------------------------------------------- local peer scores
     def put_local_score(self, peer: str, score: float, rejected: int, last_reason: str) -> None:

@@ -27,17 +27,30 @@ def test_committed_evidence_leaves_frees_its_slot_and_is_never_kept_again(tmp_pa
     book = EvidenceBook(Store(tmp_path))
     first, second, third = piece("mallory", 1), piece("mallory", 2), piece("mallory", 3)
     assert book.keep(first) and book.keep(second) and not book.keep(third)
-    book.on_commit(book.for_proposal())
+    book.on_commit(book.for_proposal(), 7)
     assert len(book.pending) == 1 and book.keep(third)  # its slot is free again
-    committed_digest = next(iter(book.committed()))
+    committed = next(p for p in (first, second) if p.digest() not in book.pending)
     book.store.close()
 
     again = EvidenceBook(Store(tmp_path))  # a restart: the pending pieces are gone, the committed record is not
-    assert again.committed() == {committed_digest}
-    assert not again.keep(next(p for p in (first, second) if p.digest() == committed_digest))
-    again.on_commit([])  # an entry without evidence changes nothing
-    assert again.committed() == {committed_digest}
+    assert again.store.evidence_committed(committed.digest())
+    assert not again.keep(committed)
+    again.on_commit([], 8)  # an entry without evidence changes nothing
+    assert [p for p in (first, second, third) if again.store.evidence_committed(p.digest())] == [committed]
     again.store.close()
+
+
+def test_a_store_from_before_the_evidence_table_keeps_its_committed_digests(tmp_path):
+    from swarm.store import LEGACY_EVIDENCE_KEY
+
+    old = Store(tmp_path)
+    old.put_meta(LEGACY_EVIDENCE_KEY, [piece("mallory", 1).digest(), piece("trudy", 2).digest()])
+    old.close()
+    store = Store(tmp_path)  # opening migrates the list into the table, once
+    assert all(store.evidence_committed(piece(accused, i).digest()) for accused, i in (("mallory", 1), ("trudy", 2)))
+    assert not store.evidence_committed(piece("mallory", 2).digest())
+    assert store.get_meta(LEGACY_EVIDENCE_KEY) is None
+    store.close()
 
 
 def test_a_leader_equivocating_to_a_node_is_convicted_by_its_next_proposal(tmp_path):
