@@ -86,7 +86,8 @@ class TransportConfig:
     control_messages_per_s: float = field(default=200.0, metadata={"min": 1.0})
     control_burst: int = field(default=4096, metadata={"min": 1})
     # Fetches served per peer and second past a burst (swarm/transport/engine.py): a lagging node replays a few
-    # payloads a round, so the burst covers a catch-up of about a hundred rounds at full speed.
+    # payloads a round, so the burst covers a catch-up of about a hundred rounds at full speed; past it, fetches
+    # are refused (a catch-up slows down) but not punished.
     fetches_per_s: float = field(default=50.0, metadata={"min": 1.0})
     fetch_burst: int = field(default=512, metadata={"min": 1})
 

@@ -348,18 +348,20 @@ class Engine:
     async def _on_fetch_stream(self, member: Member, stream: Any) -> None:
         """Serve one fetch. Answering can mean reading or serializing megabytes, so a member past its fetch rate
         (``transport.fetches_per_s`` after ``fetch_burst``) or with FETCH_SLOTS_PER_PEER fetches in flight is
-        refused: the stream is reset, and the member reported as flooding (once a second at most). A member the
-        node has banned is refused without a report (it was punished already)."""
+        refused: the stream is reset. Only the second is reported as flooding (once a second at most): an honest
+        node fetches one payload at a time, but one catching up on many rounds may well outrun the rate, and it
+        should only slow down. A member the node has banned is refused without a report."""
         if not self.sink.may_fetch(member.peer_id):
             await bulk.reset(stream)
             return
         now = time.monotonic()
         if member.fetch_budget is None:
             member.fetch_budget = TokenBucket(self.config.fetches_per_s, self.config.fetch_burst, now)
-        if not member.fetch_budget.take(now) or not _try_acquire(member.fetch_slots):
+        over_rate = not member.fetch_budget.take(now)
+        if over_rate or not _try_acquire(member.fetch_slots):
             member.fetches_refused += 1
             await bulk.reset(stream)
-            if now - member.flooding_reported_at >= FLOODING_REPORT_S:
+            if not over_rate and now - member.flooding_reported_at >= FLOODING_REPORT_S:
                 member.flooding_reported_at = now
                 self.sink.misbehaviour(member.peer_id, "flooding")
             return
