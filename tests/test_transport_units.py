@@ -359,13 +359,13 @@ def test_fetches_past_the_rate_or_the_slots_are_refused_and_only_too_many_at_onc
             for stream in streams[:FETCH_SLOTS_PER_PEER + 1]:  # one more than the slots, all at once
                 nursery.start_soon(engine._on_fetch_stream, member, stream)
             await trio_testing.wait_all_tasks_blocked()
-            assert [s.was_reset for s in streams[:3]] == [False, False, True]
+            assert sorted(s.was_reset for s in streams[:3]) == [False, False, True]  # trio picks which one
             assert engine.sink.reports == [(member.peer_id, "flooding")]  # no honest node fetches 3 at once
             engine.sink.release.set()
         member.flooding_reported_at = float("-inf")  # so that any report below would show
         for stream in streams[3:]:  # one by one now: the burst of 4 is spent after the first of these
             await engine._on_fetch_stream(member, stream)
-        assert [s.was_reset for s in streams] == [False, False, True, False, True, True]
+        assert [s.was_reset for s in streams[3:]] == [False, True, True]
         assert all(s.written.endswith(b"payload") for s in streams if not s.was_reset)
         assert member.fetches_refused == 3
         assert len(engine.sink.reports) == 1  # over the rate: refused, not reported (a catch-up only slows down)
