@@ -408,8 +408,9 @@ class Node:
         if not self.pool.accepts_round(round_):
             self.metrics.rejected["stale_or_future_round"] += 1
             return
-        if self.pool.by_digest(digest) is not None:  # a re-push (a reconnect, or a peer repeating itself): the
-            self.metrics.duplicate_pushes += 1       # same bytes were verified once already, so not again
+        if self.pool.by_digest(digest) is not None:  # a re-push (a reconnect, a handover, a peer repeating itself):
+            self.metrics.duplicate_pushes += 1       # the same bytes were verified once already, so not again
+            self._check_ready()
             return
         parent = self.state.hash if round_ == self.state.round + 1 else None
         loop = asyncio.get_running_loop()
@@ -502,11 +503,12 @@ class Node:
             return
         if self.state.round + 1 != round_:
             return  # the swarm moved on while we trained
-        for raw, gradient in payloads:
+        for _raw, gradient in payloads:
             if gradient is not None:
                 self.pool.add(gradient)
+        self._check_ready()  # ours counts at once, not once every peer took it (one may be unreachable for seconds)
+        for raw, _gradient in payloads:
             await self._push(raw)
-        self._check_ready()
 
     async def _local_update(self, round_: int, state: ReplicatedState) -> torch.Tensor:
         """This round's local update: the one trained ahead on these very parameters (see _train_ahead), or a

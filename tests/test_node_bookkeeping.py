@@ -137,3 +137,48 @@ def test_a_payload_pushed_again_is_dropped_before_verification(tmp_path, monkeyp
     assert [g.sender for g in node.pool.for_round(1, node.state.hash)] == [sender.peer_id]
     node._state_pool.shutdown(wait=True)
     node.store.close()
+
+
+def test_our_own_gradient_counts_towards_readiness_before_every_peer_took_it(tmp_path, monkeypatch):
+    """Two peers' gradients are in; ours makes the quorum of 3. Pushing it to a fourth, unreachable peer can take
+    seconds: the ready timer must start when ours joins the pool, not when the push returns (a stalled leader
+    then misses its round and loses its term)."""
+    import torch
+
+    from crypto.keys import load_key
+    from swarm.cluster import ClusterOptions, init_cluster
+    from swarm.config import load_genesis, load_node_config
+    from swarm.gradient import make_gradient
+    from swarm.node import Node
+
+    specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
+    config = load_node_config(specs[0].config_path)
+    node = Node(config, load_genesis(config.genesis), load_key(config.identity))
+    for name in ("node1", "node2"):
+        key = load_key(tmp_path / "keys" / f"{name}.pem")
+        raw = make_gradient(key, node.genesis.swarm_id, 1, node.state.hash,
+                            node.compressor.compress(torch.full((node.dim,), 1e-3)))
+        node.pool.add(node._verify_gradient(raw, 1, node.state.hash))
+    push_started = []
+
+    async def unreachable_push(raw, to=None):
+        push_started.append(1)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(node, "_push", unreachable_push)
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(node._train_and_push(1, node.state, []))
+        while not push_started:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.01)
+        ready_timer_started = node._ready_timer is not None
+        task.cancel()
+        node._cancel_ready_timer()
+        return ready_timer_started
+
+    assert asyncio.run(scenario())
+    assert node.pool.count(1, node.state.hash) == 3
+    node._train_pool.shutdown(wait=True)
+    node._state_pool.shutdown(wait=True)
+    node.store.close()
