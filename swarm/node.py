@@ -445,15 +445,22 @@ class Node:
         """Transport thread: a banned peer gets nothing from us, fetches included."""
         return not self.scores.is_banned(peer, time.monotonic())
 
-    def _get_payload(self, digest: bytes) -> bytes | None:
+    async def _get_payload(self, digest: bytes) -> bytes | None:
+        """What a peer fetches by digest: a gradient in the pool at once; anything that costs an fsync, a
+        serialization or a file read of megabytes, in a worker thread so the loop keeps answering."""
         gradient = self.pool.by_digest(digest)
         if gradient is not None:
             return gradient.raw
-        if digest == self.state.hash:  # a certified snapshot: the digest is the state hash
+        return await asyncio.to_thread(self._read_payload, digest, self.state)
+
+    def _read_payload(self, digest: bytes, state: ReplicatedState) -> bytes | None:
+        """Worker thread: our current state, a snapshot or a stored gradient with this digest."""
+        if digest == state.hash:  # a certified snapshot: the digest is the state hash
             self.store.sync()  # the state of our newest commit leaves: its row is durable first
-            if self._served_state is None or self._served_state[0] != digest:
-                self._served_state = (digest, self.state.serialize())  # megabytes: built once per state, not per ask
-            return self._served_state[1]
+            served = self._served_state
+            if served is None or served[0] != digest:
+                served = self._served_state = (digest, state.serialize())  # built once per state, not per ask
+            return served[1]
         snapshot = self.store.snapshot_path(digest)
         if snapshot.exists():
             return snapshot.read_bytes()

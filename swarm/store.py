@@ -1,19 +1,18 @@
 """The node's durable store: SQLite in WAL mode, snapshot files named by state hash, payload files by digest.
 
-Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted
-values (term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries
-name (so a store can be replayed and audited offline), the digests of committed equivocation evidence, and local
-peer scores. Every SQLite write is one
-transaction: a node killed at any instant finds either the old or the new value, never half. The consensus
-values are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a vote or lock lost
-to a power cut could make an honest node equivocate). A committed chain row may be appended without its own fsync
-(``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls before every message it
-sends to a peer (consensus messages, gradient pushes, its current state), makes it durable unless a durable write
-since has already done so. So no peer ever hears of a round that a power cut could take back; until then the row
-can be lost only as if the node had stopped just before the commit. A commit is usually followed by a vote for the next
-round, so one fsync serves both, and none is left on the commit's path. Payload rows and local scores are never
-fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's hands, and the next
-fsync covers them). Snapshots are written to a temporary file, fsynced and renamed into place.
+Holds the committed chain (entry, commit certificate, state hash per round), the consensus core's persisted values
+(term, vote, lock: stored as crypto.wire bytes under a key), the gradient envelopes that committed entries name (so
+a store can be replayed and audited offline), the digests of committed equivocation evidence, and local peer scores.
+Every SQLite write is one transaction: a node killed at any instant finds either the old or the new value, never
+half. The consensus values are fsynced before the core's next message goes out (``synchronous=FULL``, DESIGN.md: a
+vote or lock lost to a power cut could make an honest node equivocate). A committed chain row may be appended
+without its own fsync (``append(durable=False)``): the store remembers it, and ``sync()``, which the node calls
+before every message it sends to a peer (consensus messages, gradient pushes, its current state), makes it durable
+unless a durable write since has already done so. So no peer ever hears of a round that a power cut could take back;
+until then the row can be lost only as if the node had stopped just before the commit. A commit is usually followed
+by a vote for the next round, so one fsync serves both, and none is left on the commit's path. Payload rows and
+local scores are never fsynced on their own (``NORMAL``: a kill -9 still never loses them, the WAL is in the OS's
+hands, and the next fsync covers them). Snapshots are written to a temporary file, fsynced and renamed into place.
 
 Gradient envelopes (megabytes per round) are files under ``payloads/`` named by their SHA-256, renamed into place
 but not fsynced: they are content-addressed and every peer holds them, so a copy lost or torn by a power cut

@@ -102,9 +102,9 @@ def test_serving_our_state_syncs_first_and_serializes_once_per_state(tmp_path, m
     real = ReplicatedState.serialize
     monkeypatch.setattr(ReplicatedState, "serialize", lambda self: (calls.append(1), real(self))[1])
     node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
-    first = node._get_payload(node.state.hash)
+    first = asyncio.run(node._get_payload(node.state.hash))
     assert not node.store._chain_unsynced
-    assert node._get_payload(node.state.hash) is first and len(calls) == 1
+    assert asyncio.run(node._get_payload(node.state.hash)) is first and len(calls) == 1
     assert ReplicatedState.deserialize(first, node.dim, node.genesis.peer_ids).hash == node.state.hash
     node.store.close()
 

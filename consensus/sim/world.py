@@ -11,9 +11,9 @@ from crypto import wire
 
 from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState, ReportEvidence, \
     Send, ValidateProposal, WakeAt
+from ..bounds import MAX_TERMS_PER_ROUND
 from ..events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
-from ..bounds import MAX_TERMS_PER_ROUND
 from ..replica import EVIDENCE_MEMORY_ROUNDS, Config, Replica
 from ..state import PersistedState
 from ..timing import TimingConfig
