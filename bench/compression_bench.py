@@ -1,6 +1,6 @@
 """Compression: bytes on the wire per round and final accuracy for each scheme, with and without error feedback.
 
-Bytes are the real encoded payload sizes from swarm.compression (plus the signed envelope around each one, measured
+Bytes are the real encoded payload sizes from swarm.round.compression (plus the signed envelope around each one, measured
 on a real envelope), times the n(n-1) pushes of a round's all-to-all fan-out. Accuracy comes from the in-process
 simulation (bench/sim.py) of a 4-node swarm without attackers, under the default rule (reputation-weighted median)
 and under the mean: a coordinate-wise median of sparse top-k updates whose supports barely overlap is mostly zero,
@@ -18,7 +18,7 @@ from bench import plotting
 from bench.report import table
 from bench.sim import SimConfig, run_all
 from crypto.keys import NodeKey
-from swarm.gradient import make_gradient
+from swarm.round.gradient import make_gradient
 
 PART = "compression"
 HEADING = "## Compression: wire bytes and accuracy (in-process simulation)"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster
 
 
 @dataclass

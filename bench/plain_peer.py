@@ -13,9 +13,9 @@ import time
 import torch
 
 from crypto.keys import load_key
-from swarm.compression import Compressor, decode
 from swarm.config import TransportConfig
-from swarm.gradient import make_gradient, verify_gradient
+from swarm.round.compression import Compressor, decode
+from swarm.round.gradient import make_gradient, verify_gradient
 from swarm.training.trainer import Trainer
 from swarm.transport.base import Callbacks
 from swarm.transport.libp2p_host import Libp2pTransport

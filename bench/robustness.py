@@ -51,7 +51,7 @@ def variants(rules) -> list[Variant]:
 
 
 def falls_back(cfg: SimConfig) -> bool:
-    """apply() replaces Krum and Multi-Krum by the median when n < 2f+3 (swarm/apply.py)."""
+    """apply() replaces Krum and Multi-Krum by the median when n < 2f+3 (swarm/ledger/apply.py)."""
     return cfg.rule in ("krum", "multikrum") and cfg.nodes < 2 * cfg.f + 3
 
 
@@ -112,7 +112,7 @@ def run(args) -> str:
         f"Cell: final / best test accuracy (%), mean over seeds; `q3` = median round at which the attackers were "
         f"first quarantined (with the share of attacker-seed pairs ever quarantined when not all). **Bold**: final "
         f"accuracy under {FAILING:.0%}. \"+ rep. weights\": rows weighted by committed reputation "
-        f"(`Protocol(reputation_weighted=True)`, the genesis default). Plain rules keep quarantine (floor 0.6), "
+        f"(`RoundRules(reputation_weighted=True)`, the genesis default). Plain rules keep quarantine (floor 0.6), "
         f"except the plain mean, which runs without reputation at all (\"no reputation\").",
         "",
     ]

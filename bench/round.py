@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from swarm.cluster import Cluster, ClusterOptions, cores_per_node, free_port, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, cores_per_node, free_port, get_json, init_cluster
 
 MODEL = "bench.models:mlp_1m"
 WARMUP = 2

@@ -5,7 +5,7 @@ would spend the time in start-up, transport and consensus, none of which changes
 aggregation rule, reputation and quarantine do to the model). So each round runs, in order: every node's Trainer
 (local SGD on its own shard), the Byzantine nodes' attack on their own update (ALIE and IPM see this round's
 honest updates), every node's Compressor (real payload bytes, error feedback), decoding, and the real
-``swarm.apply.apply`` with reputation and quarantine, as if every node signed every commit certificate. The
+``swarm.ledger.apply.apply`` with reputation and quarantine, as if every node signed every commit certificate. The
 multi-process swarm is measured by bench/time_to_accuracy.py and bench/scaling.py.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from swarm import compression
-from swarm.apply import Protocol, apply
-from swarm.attacks import parse_attack
-from swarm.gradient import Gradient
-from swarm.state import genesis_state
+from swarm.faults.attacks import parse_attack
+from swarm.ledger.apply import RoundRules, apply
+from swarm.ledger.state import genesis_state
+from swarm.round import compression
+from swarm.round.gradient import Gradient
 from swarm.training.datasets import load_dataset
 from swarm.training.trainer import Trainer
 
@@ -40,11 +40,11 @@ def cached_dataset():
 @dataclass(frozen=True)
 class SimConfig:
     nodes: int = 4
-    f: int = 1                      # the protocol's f (what the rules are told)
+    f: int = 1                      # the f the rules are told
     byzantine: int = 0              # how many nodes attack: the last ones (node{n-b} .. node{n-1})
     attack: str = "none"
     rule: str = "median"
-    weighted: bool = True           # Protocol(reputation_weighted=...)
+    weighted: bool = True           # RoundRules(reputation_weighted=...)
     reputation_floor: float = 0.6   # 0 turns quarantine off
     partition: str = "iid"
     alpha: float = 0.3
@@ -100,7 +100,7 @@ def simulate(cfg: SimConfig) -> SimResult:
     compressors = {name: compression.Compressor(cfg.compression, k=cfg.topk, error_feedback=cfg.error_feedback)
                    for name in members}
     noise = {name: torch.Generator().manual_seed(cfg.seed * 1000 + i) for i, name in enumerate(members)}
-    protocol = Protocol(f=cfg.f, rule=cfg.rule, reputation_weighted=cfg.weighted,
+    rules = RoundRules(f=cfg.f, rule=cfg.rule, reputation_weighted=cfg.weighted,
                         reputation_floor=cfg.reputation_floor)
     evaluator = trainers[members[0]]
     state = genesis_state(evaluator.initial_parameters(), members, b"\0" * 32)
@@ -118,7 +118,7 @@ def simulate(cfg: SimConfig) -> SimResult:
             sizes.append(len(payload))
             vector = compression.decode(payload, state.params.numel(), len(payload))
             gradients.append(Gradient(name, round_, state.hash, b"", b"", vector))
-        applied = apply(state, gradients, protocol, certificate_signers=everyone)
+        applied = apply(state, gradients, rules, certificate_signers=everyone)
         state = applied.state
         for name in applied.quarantined:
             if name in attackers and result.quarantined_at[name] is None:

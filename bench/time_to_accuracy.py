@@ -15,7 +15,7 @@ import time
 
 from bench import live, plotting
 from bench.report import table
-from swarm.cluster import ClusterOptions
+from swarm.ops.cluster import ClusterOptions
 from swarm.training.trainer import Trainer
 
 PART = "time_to_accuracy"

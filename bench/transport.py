@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from swarm.transport.cluster import REPO, Cluster, free_port
+from swarm.transport.harness.cluster import REPO, Cluster, free_port
 
 SIZES = (1 << 20, 8 << 20, 32 << 20)
 HEADER = struct.Struct(">Q32s")

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cli.errors import UserFacingError
-from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster, stop_background_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster, stop_background_cluster
 
 
 def add_parser(subparsers) -> None:

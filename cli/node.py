@@ -36,8 +36,8 @@ def run(args) -> int:
 
 
 async def serve(config, genesis, key) -> int:
-    from swarm.api import start_api
-    from swarm.node import Node
+    from swarm.node.node import Node
+    from swarm.ops.api import start_api
 
     try:
         node = Node(config, genesis, key)

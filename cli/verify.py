@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cli.errors import UserFacingError
-from swarm.audit import audit_store
 from swarm.config import ConfigError, NodeConfig, load_genesis, load_node_config
+from swarm.ledger.audit import audit_store
 
 
 def add_parser(subparsers) -> None:

@@ -1,11 +1,11 @@
-"""Helpers for tests that run real node processes on 127.0.0.1 (via swarm.cluster, as `swarm cluster up` does)."""
+"""Helpers for tests that run real node processes on 127.0.0.1 (via swarm.ops.cluster, as `swarm cluster up` does)."""
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster
 
 
 @contextmanager

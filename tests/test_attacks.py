@@ -6,8 +6,8 @@ import torch
 
 from crypto.wire import DecodeError
 from swarm.aggregation import aggregate
-from swarm.attacks import ATTACKS, equivocation_pair, garbage_payload, parse_attack, stale_round
-from swarm.compression import decode
+from swarm.faults.attacks import ATTACKS, equivocation_pair, garbage_payload, parse_attack, stale_round
+from swarm.round.compression import decode
 
 
 def honest(n=6, d=50, seed=0):

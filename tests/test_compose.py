@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from cli.main import main as swarm_main
-from swarm import healthcheck
-from swarm.cluster import TOKEN_FILE
 from swarm.config import load_genesis, load_node_config, write_yaml
+from swarm.ops import healthcheck
+from swarm.ops.cluster import TOKEN_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -148,7 +148,7 @@ def test_api_published_on_loopback_only_with_a_token(compose, initialised):
 def test_healthchecks_ask_each_node_for_its_own_status(compose, initialised):
     for name, service in node_services(compose).items():
         test = service["healthcheck"]["test"]
-        assert test[:4] == ["CMD", "python", "-m", "swarm.healthcheck"]
+        assert test[:4] == ["CMD", "python", "-m", "swarm.ops.healthcheck"]
         assert config_path(initialised, {"command": ["swarm", "node", "--config", test[4]]}) == \
             config_path(initialised, service), f"{name}'s healthcheck reads another node's config"
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from crypto.wire import DecodeError
-from swarm.compression import SCHEMES, Compressor, bytes_ratio, decode, encode, scheme_of, topk_count
+from swarm.round.compression import SCHEMES, Compressor, bytes_ratio, decode, encode, scheme_of, topk_count
 
 DIM = 5000
 MAX = 1 << 20

@@ -1,4 +1,4 @@
-"""Re-deriving an entry's state (swarm/entry_check.py) on a node that is built but not running: the aggregation of
+"""Re-deriving an entry's state (swarm/node/entry_states.py) on a node that is built but not running: the aggregation of
 one gradient set runs once however many ask, an entry that cannot follow from our state is refused with its
 reason, and a valid one gives the state hash the leader computed."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 @pytest.fixture
 def node(tmp_path):
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.node import Node
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
 
     specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
     config = load_node_config(specs[0].config_path)
@@ -31,12 +31,12 @@ def node(tmp_path):
 
 
 def make_push(node, key, vector) -> bytes:
-    from swarm.gradient import make_gradient
+    from swarm.round.gradient import make_gradient
     return make_gradient(key, node.genesis.swarm_id, 1, node.state.hash, node.compressor.compress(vector))
 
 
 def test_one_gradient_set_is_aggregated_once_and_a_valid_entry_checks_out(node, monkeypatch):
-    import swarm.entry_check as entry_check
+    import swarm.node.entry_states as entry_check
     from consensus.messages import Entry
 
     calls = []
@@ -47,9 +47,9 @@ def test_one_gradient_set_is_aggregated_once_and_a_valid_entry_checks_out(node, 
     async def scenario():
         speculated = node.entries.aggregate(node.state, gradients)  # as when a quorum of gradients is in
         built = await node.entries.apply_gradients(node.state, gradients, {})  # the leader's build
-        entry = Entry(round=1, gradient_digests=tuple(sorted(g.digest for g in gradients)), rule=node.protocol.rule,
+        entry = Entry(round=1, gradient_digests=tuple(sorted(g.digest for g in gradients)), rule=node.rules.rule,
                       params={}, state_hash=built.state.hash, parent_state_hash=node.state.hash)
-        checked = await node.entries.check(node.state, entry)  # a follower's validation
+        checked = await node.entries.derive(node.state, entry)  # a follower's validation
         await speculated
         return built, checked
 
@@ -60,14 +60,14 @@ def test_one_gradient_set_is_aggregated_once_and_a_valid_entry_checks_out(node, 
 
 def test_an_entry_that_cannot_follow_from_our_state_is_refused(node):
     from consensus.messages import Entry
-    from swarm.apply import InvalidEntry
+    from swarm.ledger.apply import InvalidEntry
 
     digests = tuple(sorted(g.digest for g in node.pool.for_round(1, node.state.hash)))
-    good = Entry(round=1, gradient_digests=digests, rule=node.protocol.rule, params={}, state_hash=bytes(32),
+    good = Entry(round=1, gradient_digests=digests, rule=node.rules.rule, params={}, state_hash=bytes(32),
                  parent_state_hash=node.state.hash)
     cases = {
         "does not extend our state": dataclasses.replace(good, parent_state_hash=bytes(32)),
-        "the genesis says": dataclasses.replace(good, rule="mean" if node.protocol.rule != "mean" else "median"),
+        "the genesis says": dataclasses.replace(good, rule="mean" if node.rules.rule != "mean" else "median"),
         "sorted, distinct and at least a quorum": dataclasses.replace(good, gradient_digests=digests[::-1]),
         "not available from any peer": dataclasses.replace(good, gradient_digests=tuple(sorted(
             digests[:-1] + (b"\xff" * 32,)))),
@@ -80,4 +80,4 @@ def test_an_entry_that_cannot_follow_from_our_state_is_refused(node):
     node.entries._fetch = fetch_nothing  # no transport here: a payload we lack is unavailable
     for reason, entry in cases.items():
         with pytest.raises(InvalidEntry, match=reason):
-            asyncio.run(node.entries.check(node.state, entry))
+            asyncio.run(node.entries.derive(node.state, entry))

@@ -1,9 +1,9 @@
-"""Evidence on its way into the chain (swarm/evidence.py): bounded per accused member while it waits, one piece per
+"""Evidence on its way into the chain (swarm/ledger/evidence.py): bounded per accused member while it waits, one piece per
 member in a proposal, and never proposed again once committed, across a restart too."""
 from consensus.messages import Evidence, evidence_from_plain
-from swarm.evidence import PENDING_PER_MEMBER, EvidenceBook
-from swarm.replay import MAX_ENTRY_EVIDENCE
-from swarm.store import Store
+from swarm.ledger.entry_rules import MAX_ENTRY_EVIDENCE
+from swarm.ledger.evidence import PENDING_PER_MEMBER, EvidenceBook
+from swarm.ledger.store import Store
 
 
 def piece(accused: str, i: int) -> Evidence:
@@ -41,7 +41,7 @@ def test_committed_evidence_leaves_frees_its_slot_and_is_never_kept_again(tmp_pa
 
 
 def test_a_store_from_before_the_evidence_table_keeps_its_committed_digests(tmp_path):
-    from swarm.store import LEGACY_EVIDENCE_KEY
+    from swarm.ledger.store import LEGACY_EVIDENCE_KEY
 
     old = Store(tmp_path)
     old.put_meta(LEGACY_EVIDENCE_KEY, [piece("mallory", 1).digest(), piece("trudy", 2).digest()])
@@ -62,12 +62,12 @@ def test_a_leader_equivocating_to_a_node_is_convicted_by_its_next_proposal(tmp_p
     from consensus.messages import Entry, PrePrepare
     from consensus.quorum import sign_fields
     from crypto.keys import load_key
-    from swarm import reputation
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.consensus_link import Ed25519Crypto, encode_message
-    from swarm.node import Node
-    from swarm.replay import entry_extras
+    from swarm.ledger import reputation
+    from swarm.ledger.entry_rules import entry_extras
+    from swarm.node.core_link import Ed25519Crypto, encode_message
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
 
     specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
     config = load_node_config(specs[0].config_path)
@@ -76,7 +76,7 @@ def test_a_leader_equivocating_to_a_node_is_convicted_by_its_next_proposal(tmp_p
     swarm_id, term = node.genesis.swarm_id, node.core.term
 
     def proposal(variant: int) -> bytes:
-        entry = Entry(1, (bytes([variant]) * 32,), node.protocol.rule, {}, bytes([9, variant]) * 16,
+        entry = Entry(1, (bytes([variant]) * 32,), node.rules.rule, {}, bytes([9, variant]) * 16,
                       node.state.hash)
         sig = sign_fields(swarm_id, Ed25519Crypto(leader), "preprepare", term, 1, entry.digest(), leader.peer_id)
         return encode_message(leader, swarm_id, PrePrepare(term, 1, entry, leader.peer_id, sig))

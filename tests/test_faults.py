@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from swarm.cluster import ClusterOptions, api_token, get_json, init_cluster
+from swarm.ops.cluster import ClusterOptions, api_token, get_json, init_cluster
 from tests.netns import NetLab, missing_requirements, stop_processes
 
 WHY_NOT = missing_requirements()

@@ -21,15 +21,13 @@ from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID, Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID, Yamux
 
 from crypto.envelope import MessageType, seal
 from crypto.keys import NodeKey, load_key
-from swarm.cluster import Cluster, ClusterOptions, get_json, init_cluster
-from swarm.store import payload_file
+from swarm.ledger.store import payload_file
+from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster
 from swarm.transport import bulk
 from swarm.transport.engine import CONTROL_PROTOCOL
 from swarm.transport.framing import CONTROL_HEADER, KIND_DATA, bulk_header, encode_control

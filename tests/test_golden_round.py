@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from crypto.keys import NodeKey, load_key, save_key
-from swarm.cluster import ClusterOptions, init_cluster
-from swarm.compression import Compressor
 from swarm.config import load_genesis, load_node_config
-from swarm.gradient import make_gradient
-from swarm.apply import apply
-from swarm.local_training import build_trainer
-from swarm.replay import initial_state, open_gradient, protocol_of
+from swarm.ledger.apply import apply
+from swarm.ledger.entry_rules import initial_state, open_gradient, rules_of
+from swarm.ops.cluster import ClusterOptions, init_cluster
+from swarm.round.compression import Compressor
+from swarm.round.gradient import make_gradient
+from swarm.training.build import build_trainer
 
 GOLDEN_STATE_HASH = "98f1891f8849058219fa45a4830327593123010b32409db3e2254eca120a54a1"
 ROUNDS = 5
@@ -36,7 +36,7 @@ def run_golden(folder) -> tuple[list[str], str]:
         compressor = Compressor(config.compression.scheme, k=config.compression.ratio,
                                 error_feedback=config.compression.error_feedback)
         members.append((key, build_trainer(config, genesis, key.peer_id), compressor))
-    protocol = protocol_of(genesis)
+    rules = rules_of(genesis)
     state = initial_state(genesis, configs[0])
     dim = state.params.numel()
     max_size = configs[0].transport.max_payload_bytes
@@ -48,7 +48,7 @@ def run_golden(folder) -> tuple[list[str], str]:
                                 compressor.compress(trainer.local_update(state.params)))
             gradients.append(open_gradient(raw, genesis, dim, max_size, round_, state.hash))
         signers = frozenset(genesis.peer_ids) if round_ > 1 else None
-        state = apply(state, gradients, protocol, signers).state
+        state = apply(state, gradients, rules, signers).state
         hashes.append(state.hash.hex())
     return hashes, state.hash.hex()
 

@@ -7,8 +7,8 @@ import torch
 
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
-from swarm import compression
-from swarm.gradient import make_gradient, verify_gradient
+from swarm.round import compression
+from swarm.round.gradient import make_gradient, verify_gradient
 
 KEY = NodeKey.from_seed(bytes(range(32)))
 STRANGER = NodeKey.from_seed(bytes(range(2, 34)))

@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 
 from cli.main import main
-from swarm.api import build_app
-from swarm.cluster import free_port
+from swarm.ops.api import build_app
+from swarm.ops.cluster import free_port
 from tests.test_inspect_support import fake_node, serving
 
 

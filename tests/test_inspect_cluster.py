@@ -16,8 +16,8 @@ import pytest
 
 from cli.main import main
 from crypto import wire
+from swarm.ops.cluster import get_json
 from tests.cluster_harness import logs_tail, metrics, running_cluster, wait_for_round, wait_until
-from swarm.cluster import get_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 NAMES = ["node0", "node1", "node2", "node3"]

@@ -1,24 +1,24 @@
-"""Test support (no tests here): a stand-in for swarm.node.Node with just what the API and metrics read, and a
+"""Test support (no tests here): a stand-in for swarm.node.node.Node with just what the API and metrics read, and a
 threaded server for an aiohttp app, for inspection tests that need no node processes."""
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
 from collections import deque
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Iterator
 
 import torch
 from aiohttp import web
 
 from crypto.keys import NodeKey
-from swarm.apply import Protocol
 from swarm.config import Genesis, Member
-from swarm.node import Metrics
-from swarm.peer_scores import PeerScores
-from swarm.state import genesis_state
+from swarm.ledger.apply import RoundRules
+from swarm.ledger.state import genesis_state
+from swarm.node.node import Metrics
+from swarm.node.peer_scores import PeerScores
 
 
 def fake_node(names=("a", "b", "c", "d")) -> SimpleNamespace:
@@ -30,7 +30,7 @@ def fake_node(names=("a", "b", "c", "d")) -> SimpleNamespace:
     core = SimpleNamespace(term=3, role="leader", leader=me)
     return SimpleNamespace(
         id=me, name=names[0], genesis=genesis, state=state, metrics=Metrics(), scores=PeerScores(),
-        protocol=Protocol(f=genesis.f, rule="median"), core=core, transport=transport, history=deque(),
+        rules=RoundRules(f=genesis.f, rule="median"), core=core, transport=transport, history=deque(),
         last_eval=None, diverged=None, started=time.time(), store=SimpleNamespace(rows=lambda start, limit: iter(())))
 
 

@@ -1,11 +1,11 @@
-"""A node gives freed heap pages back to the OS (swarm.malloc), so that RSS does not creep over long runs."""
+"""A node gives freed heap pages back to the OS (swarm.node.heap), so that RSS does not creep over long runs."""
 import subprocess
 import sys
 
 import pytest
 
 SCENARIO = """
-from swarm.malloc import release_free_memory
+from swarm.node.heap import release_free_memory
 def rss():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])
 start = rss()

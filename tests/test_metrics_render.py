@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarm.metrics import Exposition, render_node_metrics
+from swarm.ops.metrics import Exposition, render_node_metrics
 from tests.test_inspect_support import fake_node
 
 

@@ -11,10 +11,10 @@ pytestmark = pytest.mark.slow
 
 
 def _one_node(folder):
-    import swarm.node as node_module
+    import swarm.node.node as node_module
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
+    from swarm.ops.cluster import ClusterOptions, init_cluster
 
     (spec,) = init_cluster(folder, ClusterOptions(nodes=1))
     config = load_node_config(spec.config_path)
@@ -24,10 +24,10 @@ def _one_node(folder):
 def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatch):
     """The rare path: nothing durable was written between the commit and the next message (a retransmission,
     an answer to a peer catching up), so the node syncs the row itself first."""
-    import swarm.node as node_module
+    import swarm.node.node as node_module
     from consensus.actions import Broadcast
     from consensus.messages import Prepare
-    from swarm.store import ChainRow
+    from swarm.ledger.store import ChainRow
 
     node = _one_node(tmp_path)
     unsynced_at_encode = []
@@ -43,7 +43,7 @@ def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatc
 
 
 def test_nothing_leaves_for_a_peer_while_a_committed_row_is_unsynced(tmp_path, monkeypatch):
-    import swarm.node as node_module
+    import swarm.node.node as node_module
 
     node = _one_node(tmp_path)
     seen = {"deferred_appends": 0, "messages": 0, "pushes": 0, "unsynced_at_send": 0}
@@ -84,8 +84,8 @@ def test_nothing_leaves_for_a_peer_while_a_committed_row_is_unsynced(tmp_path, m
 
 
 def test_an_entry_with_more_evidence_than_allowed_is_invalid():
-    from swarm.apply import InvalidEntry
-    from swarm.replay import MAX_ENTRY_EVIDENCE, entry_extras
+    from swarm.ledger.apply import InvalidEntry
+    from swarm.ledger.entry_rules import MAX_ENTRY_EVIDENCE, entry_extras
 
     with pytest.raises(InvalidEntry, match="at most"):
         entry_extras(None, {"evidence": [["x"]] * (MAX_ENTRY_EVIDENCE + 1)}, 2, None)
@@ -94,8 +94,8 @@ def test_an_entry_with_more_evidence_than_allowed_is_invalid():
 
 
 def test_serving_our_state_syncs_first_and_serializes_once_per_state(tmp_path, monkeypatch):
-    from swarm.state import ReplicatedState
-    from swarm.store import ChainRow
+    from swarm.ledger.state import ReplicatedState
+    from swarm.ledger.store import ChainRow
 
     node = _one_node(tmp_path)
     calls = []
@@ -113,10 +113,10 @@ def test_a_payload_pushed_again_is_dropped_before_verification(tmp_path, monkeyp
     import torch
 
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.gradient import digest_of, make_gradient
-    from swarm.node import Node
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
+    from swarm.round.gradient import digest_of, make_gradient
 
     specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
     config = load_node_config(specs[0].config_path)
@@ -146,10 +146,10 @@ def test_our_own_gradient_counts_towards_readiness_before_every_peer_took_it(tmp
     import torch
 
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.gradient import make_gradient
-    from swarm.node import Node
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
+    from swarm.round.gradient import make_gradient
 
     specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
     config = load_node_config(specs[0].config_path)

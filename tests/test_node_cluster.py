@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from swarm.store import payload_file
+from swarm.ledger.store import payload_file
 from tests.cluster_harness import api, logs_tail, metrics, running_cluster, status, wait_for_round, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -129,7 +129,7 @@ def test_late_joiner_catches_up_from_certified_entries(tmp_path):
     """The others keep only 4 committed entries in memory, so the joiner's early rounds come from their stores."""
     final_round = 16
     specs_started = NAMES[:3]
-    from swarm.cluster import Cluster, ClusterOptions, init_cluster
+    from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
     specs = init_cluster(tmp_path, ClusterOptions(max_rounds=final_round,
                                                   node_overrides={"consensus": {"memory_rounds": 4}}))
     cluster = Cluster(tmp_path, specs)
@@ -154,8 +154,8 @@ def test_late_joiner_catches_up_when_the_others_pruned_old_payloads(tmp_path):
     the early rounds and resyncs from a certified snapshot instead, to the same state; their disks stay bounded."""
     final_round = 16
     specs_started = NAMES[:3]
-    from swarm.cluster import Cluster, ClusterOptions, init_cluster
-    from swarm.store import payload_file
+    from swarm.ledger.store import payload_file
+    from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
     retention = {"memory_rounds": 4, "snapshot_every": 3, "keep_snapshots": 1, "keep_payload_rounds": 2}
     specs = init_cluster(tmp_path, ClusterOptions(max_rounds=final_round, node_overrides={"consensus": retention}))
     cluster = Cluster(tmp_path, specs)
@@ -183,7 +183,7 @@ def test_node_whose_state_diverges_says_so_and_resyncs_from_a_certified_snapshot
     commit certificate, report it, and come back to the certified state; the others never diverge."""
     import yaml
 
-    from swarm.cluster import Cluster, ClusterOptions, init_cluster
+    from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
     final_round, bad_round = 12, 5
     specs = init_cluster(tmp_path, ClusterOptions(max_rounds=final_round))
     config = yaml.safe_load(specs[2].config_path.read_text())

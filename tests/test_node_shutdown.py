@@ -25,9 +25,9 @@ async def _run_until_round(node, round_: int, timeout: float) -> asyncio.Task:
 
 def test_stop_while_the_ticker_is_woken_returns_promptly(tmp_path):
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.node import Node
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
 
     (spec,) = init_cluster(tmp_path, ClusterOptions(nodes=1))
     config = load_node_config(spec.config_path)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from swarm.rate_limit import PeerRateLimiter, TokenBucket
+from swarm.node.rate_limit import PeerRateLimiter, TokenBucket
 
 
 def test_bucket_gives_its_burst_then_its_rate():
@@ -29,10 +29,10 @@ def test_peers_have_separate_buckets_and_bad_settings_are_refused():
 def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
     from consensus.messages import Heartbeat
     from crypto.keys import load_key
-    from swarm.cluster import ClusterOptions, init_cluster
     from swarm.config import load_genesis, load_node_config
-    from swarm.consensus_link import encode_message
-    from swarm.node import Node
+    from swarm.node.core_link import encode_message
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
 
     specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
     config = load_node_config(specs[0].config_path)

@@ -1,7 +1,7 @@
 """Committed reputation: honest members stay trusted, an outlier sinks under the floor, absentees lose participation."""
-from swarm import reputation
-from swarm.reputation import RoundObservation, is_quarantined, score
-from swarm.state import PeerReputation
+from swarm.ledger import reputation
+from swarm.ledger.reputation import RoundObservation, is_quarantined, score
+from swarm.ledger.state import PeerReputation
 
 PEERS = ("a", "b", "c", "d")
 
@@ -81,7 +81,7 @@ def test_round_geometry_matches_a_float64_reference():
     """Distance and cosine of each row to the aggregate (the reputation's quality inputs), computed in chunks."""
     import torch
 
-    from swarm.apply import GEOMETRY_CHUNK, _distances_and_cosines
+    from swarm.ledger.apply import GEOMETRY_CHUNK, _distances_and_cosines
     gen = torch.Generator().manual_seed(5)
     d = 3 * GEOMETRY_CHUNK + 17  # a ragged last chunk
     rows = [torch.randn(d, generator=gen) for _ in range(3)] + [torch.zeros(d)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crypto.wire import DecodeError
-from swarm.state import PeerReputation, ReplicatedState, genesis_state
+from swarm.ledger.state import PeerReputation, ReplicatedState, genesis_state
 
 MEMBERS = ["peerB", "peerA", "peerC"]
 
@@ -64,7 +64,7 @@ def test_hash_is_the_sha256_of_the_snapshot_bytes_even_from_a_prehashed_body():
     """Snapshots stay content-addressed: a peer fetching one by state hash checks it with a plain SHA-256."""
     import hashlib
 
-    from swarm.state import StateBody
+    from swarm.ledger.state import StateBody
     state = make_state(seed=3)
     params = state.params * 0.5
     momentum = torch.ones_like(params)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.store import ChainRow, Store, StoreError
+from swarm.ledger.store import ChainRow, Store, StoreError
 
 
 def row(r, digest=b"d"):
@@ -24,7 +24,7 @@ def test_chain_appends_in_order_and_survives_reopen(tmp_path):
     assert store.last_round() == 2
     assert [r.round for r in store.rows()] == [1, 2]
     assert store.row(1).entry == {"round": 1}
-    assert store.gradient(b"g" * 32) == b"raw"
+    assert store.gradient_envelope(b"g" * 32) == b"raw"
     assert store.gradient_senders([b"g" * 32, b"x" * 32]) == ["a"]
     store.close()
 
@@ -73,8 +73,8 @@ def test_payloads_are_files_by_digest_and_a_damaged_copy_is_replaced_whole(tmp_p
     assert path.read_bytes() == b"good bytes" and path.parent.parent == tmp_path / "payloads"
     path.write_bytes(b"good bytez")  # damage on disk: callers see it through the digest check
     store.add_gradients([(digest, 4, "b", b"good bytes")])
-    assert store.gradient(digest) == b"good bytes"
-    assert store.gradient(b"q" * 32) is None
+    assert store.gradient_envelope(digest) == b"good bytes"
+    assert store.gradient_envelope(b"q" * 32) is None
     assert store.gradient_senders([digest]) == ["b"]
     assert not list(path.parent.glob("*.tmp"))
     store.close()
@@ -84,7 +84,8 @@ def test_payload_file_writes_never_hold_up_a_consensus_write(tmp_path, monkeypat
     # Megabytes of payload files are written before the database lock is taken: a vote persisted meanwhile by the
     # event loop does not wait for them (it used to, up to ~12 ms per round in a 4-node swarm).
     import threading
-    import swarm.store as store_module
+
+    import swarm.ledger.store as store_module
     store = Store(tmp_path)
     writing, release = threading.Event(), threading.Event()
     real_write = store_module._write_payload_files
@@ -107,7 +108,7 @@ def test_payload_file_writes_never_hold_up_a_consensus_write(tmp_path, monkeypat
     finally:
         release.set()
         writer.join()
-    assert store.get_meta("hard") == {"term": 3} and store.gradient(b"p" * 32) == b"bytes"
+    assert store.get_meta("hard") == {"term": 3} and store.gradient_envelope(b"p" * 32) == b"bytes"
     store.close()
 
 
@@ -135,8 +136,8 @@ def test_retention_keeps_the_newest_snapshots_and_what_a_restart_replays(tmp_pat
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == sorted(
         store.snapshot_path(bytes([100 + r]) * 32).name for r in (25, 30))
     assert store.latest_snapshot() == (30, bytes([130]) * 32, b"state 30")
-    assert all(store.gradient(bytes([r]) * 32) is None for r in range(1, 19))
-    assert all(store.gradient(bytes([r]) * 32) == b"payload %d" % r for r in range(19, 31))
+    assert all(store.gradient_envelope(bytes([r]) * 32) is None for r in range(1, 19))
+    assert all(store.gradient_envelope(bytes([r]) * 32) == b"payload %d" % r for r in range(19, 31))
     assert store.gradient_senders([bytes([1]) * 32]) == ["a"]  # rows stay for the API
     assert [r.round for r in store.rows()] == list(range(1, 31))
     assert store.prune(keep_snapshots=2, keep_payload_rounds=12) == (0, 0)  # nothing more to do
@@ -150,7 +151,7 @@ def test_retention_never_prunes_payloads_a_restart_needs(tmp_path):
     assert store.prune(keep_snapshots=1, keep_payload_rounds=2) == (0, 0)  # no snapshot: replay from genesis
     store.save_snapshot(5, b"s" * 32, b"state 5")
     assert store.prune(keep_snapshots=1, keep_payload_rounds=2) == (0, 5)  # only up to the snapshot's round
-    assert store.gradient(bytes([6]) * 32) == b"p"
+    assert store.gradient_envelope(bytes([6]) * 32) == b"p"
     assert store.prune(keep_snapshots=0, keep_payload_rounds=0) == (0, 0)  # 0 keeps everything
     store.close()
 
@@ -171,7 +172,7 @@ def test_a_chain_row_appended_without_fsync_is_synced_once_before_it_matters(tmp
 def test_a_chain_row_appended_without_fsync_survives_kill_9(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
-        from swarm.store import ChainRow, Store
+        from swarm.ledger.store import ChainRow, Store
         store = Store({str(tmp_path)!r})
         store.append(ChainRow(1, 1, b"d" * 32, {{"round": 1}}, {{}}, b"h" * 32), durable=False)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -190,7 +191,7 @@ def test_deferred_chain_rows_cost_no_fsync_until_synced(tmp_path):
     def fsyncs(mode: str) -> int:
         folder = tmp_path / mode
         script = textwrap.dedent(f"""
-            from swarm.store import ChainRow, Store
+            from swarm.ledger.store import ChainRow, Store
             store = Store({str(folder)!r})
             for r in range(1, 21 if {mode != "baseline"} else 1):
                 store.append(ChainRow(r, 1, bytes([r]) * 32, {{"round": r}}, {{}}, b"h" * 32),

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from crypto.wire import DecodeError
-from swarm.tensor_codec import DTYPES, decode_tensor, encode_tensor
+from swarm.round.tensor_codec import DTYPES, decode_tensor, encode_tensor
 
 MAX = 1 << 16
 
@@ -77,7 +77,7 @@ def test_mutations_only_decode_error(position, value, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_all_finite_finds_every_nan_and_inf_and_accepts_extreme_finite_values(dtype):
-    from swarm.tensor_codec import all_finite
+    from swarm.round.tensor_codec import all_finite
     largest = torch.finfo(dtype).max
     extreme = torch.full((100_000,), largest, dtype=dtype)  # a naive same-type sum would overflow to inf
     assert all_finite(extreme) and all_finite(-extreme) and all_finite(torch.empty(0, dtype=dtype))

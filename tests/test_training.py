@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from swarm.training import Trainer, apply_update, build_model, flatten_parameters, load_dataset, partition_indices
+from swarm.ledger.server_optimizer import apply_update
+from swarm.training import Trainer, build_model, flatten_parameters, load_dataset, partition_indices
 from swarm.training.params import load_flat_parameters
 
 

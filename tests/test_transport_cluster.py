@@ -16,10 +16,10 @@ import pytest
 
 from crypto.keys import NodeKey
 from swarm.transport.bulk import FETCH_PROTOCOL, PUSH_PROTOCOL
-from swarm.transport.cluster import REPO, Cluster, free_port, make_key
 from swarm.transport.engine import CONTROL_PROTOCOL
 from swarm.transport.framing import BULK_MAGIC, KIND_DATA, bulk_header, encode_control
-from swarm.transport.rogue import raw_tcp_garbage, run_rogue
+from swarm.transport.harness.cluster import REPO, Cluster, free_port, make_key
+from swarm.transport.harness.rogue import raw_tcp_garbage, run_rogue
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -160,7 +160,7 @@ def test_non_member_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     # and a whole outsider node started with the member list but its own key never joins the mesh
     key_path, outsider_id = make_key(tmp_path, "outsider")
     refused = sum(p.status()["stats"]["refused_connections"] for p in cluster.peers)
-    proc = subprocess.Popen([sys.executable, "-m", "swarm.transport.peer_process", "--key", str(key_path),
+    proc = subprocess.Popen([sys.executable, "-m", "swarm.transport.harness.peer_process", "--key", str(key_path),
                              "--members", ",".join(cluster.members + [outsider_id]), "--bootstrap",
                              *[p.addr for p in cluster.peers]], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -218,7 +218,7 @@ def test_garbage_never_kills_a_node(cluster: Cluster) -> None:
 def test_listen_port_is_not_shared(cluster: Cluster, tmp_path: Path) -> None:
     """SO_REUSEPORT is off: a second process on a member's port fails instead of stealing its dials."""
     key_path, _ = make_key(tmp_path, "squatter")
-    proc = subprocess.run([sys.executable, "-m", "swarm.transport.peer_process", "--key", str(key_path),
+    proc = subprocess.run([sys.executable, "-m", "swarm.transport.harness.peer_process", "--key", str(key_path),
                            "--listen", f"/ip4/127.0.0.1/tcp/{cluster.peers[1].port}", "--members",
                            ",".join(cluster.members)], cwd=REPO, capture_output=True, timeout=30)
     assert proc.returncode != 0

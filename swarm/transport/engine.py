@@ -23,7 +23,7 @@ from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo, info_from_p2p_addr
 
 from crypto.keys import NodeKey
 from swarm.config import TransportConfig
-from swarm.rate_limit import TokenBucket
+from swarm.node.rate_limit import TokenBucket
 from swarm.transport import bulk, fastpath
 from swarm.transport.base import PeerInfo, PushResult
 from swarm.transport.control import OutboundQueue, Writer

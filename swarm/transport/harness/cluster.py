@@ -20,7 +20,7 @@ from typing import Any
 
 from crypto.keys import NodeKey, save_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -88,7 +88,7 @@ class Cluster:
             self.wait_ready(peer, timeout)
 
     def spawn(self, peer: Peer, bootstrap: list[str]) -> None:
-        cmd = [sys.executable, "-m", "swarm.transport.peer_process", "--key", str(peer.key_path),
+        cmd = [sys.executable, "-m", "swarm.transport.harness.peer_process", "--key", str(peer.key_path),
                "--listen", f"/ip4/127.0.0.1/tcp/{peer.port}", "--members", ",".join(self.members),
                "--api-port", "0", "--swarm-id", "test", *self.extra_args]
         if bootstrap:

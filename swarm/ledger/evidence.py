@@ -9,8 +9,8 @@ after a restart is not proposed a second time.
 from __future__ import annotations
 
 from consensus.messages import Evidence, evidence_from_plain, evidence_to_plain
-from swarm.replay import MAX_ENTRY_EVIDENCE
-from swarm.store import Store
+from swarm.ledger.entry_rules import MAX_ENTRY_EVIDENCE
+from swarm.ledger.store import Store
 
 PENDING_PER_MEMBER = 2
 

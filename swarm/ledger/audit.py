@@ -16,11 +16,11 @@ from pathlib import Path
 
 from consensus.messages import commit_cert_from_plain, entry_from_plain
 from crypto.wire import DecodeError
-from swarm.apply import InvalidEntry, apply
 from swarm.config import Genesis, NodeConfig
-from swarm.replay import entry_extras, initial_state, open_gradient, protocol_of, valid_commit_signers
-from swarm.state import ReplicatedState
-from swarm.store import ChainRow, Store
+from swarm.ledger.apply import InvalidEntry, apply
+from swarm.ledger.entry_rules import entry_extras, initial_state, open_gradient, rules_of, valid_commit_signers
+from swarm.ledger.state import ReplicatedState
+from swarm.ledger.store import ChainRow, Store
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _audit(store: "_ReadOnlyStore", genesis: Genesis, config: NodeConfig) -> Aud
         report.findings.append(Finding(0, "chain", "no committed rounds in the store"))
         return report
     state: ReplicatedState | None = initial_state(genesis, config)
-    protocol = protocol_of(genesis)
+    rules = rules_of(genesis)
     dim = state.params.numel()
     max_size = config.transport.max_payload_bytes
     previous: ChainRow | None = None
@@ -78,7 +78,7 @@ def _audit(store: "_ReadOnlyStore", genesis: Genesis, config: NodeConfig) -> Aud
             if state is not None:
                 report.from_snapshot.append(row.round)
         elif not any(p.check in ("entry", "digest") for p in problems):
-            state, finding = _replay(state, row, previous, genesis, protocol, dim, max_size, store.gradient)
+            state, finding = _replay(state, row, previous, genesis, rules, dim, max_size, store.gradient_envelope)
             if finding is not None:
                 report.findings.append(finding)
                 state = _certified_snapshot(snapshots.get(row.state_hash), row, dim, genesis)
@@ -143,7 +143,7 @@ def _check_certificate(row: ChainRow, genesis: Genesis) -> list[Finding]:
     return findings
 
 
-def _replay(state: ReplicatedState, row: ChainRow, previous: ChainRow | None, genesis: Genesis, protocol,
+def _replay(state: ReplicatedState, row: ChainRow, previous: ChainRow | None, genesis: Genesis, rules,
             dim: int, max_size: int, stored_gradient) -> tuple[ReplicatedState | None, Finding | None]:
     """Apply the row's stored envelopes to ``state``; (next state, None) or (None, what went wrong)."""
     r = row.round
@@ -161,7 +161,7 @@ def _replay(state: ReplicatedState, row: ChainRow, previous: ChainRow | None, ge
             return None, Finding(r, "gradient", f"gradient {digest.hex()[:12]} fails verification: {exc}")
     try:
         extras = entry_extras(genesis, dict(entry["params"]), r, previous.digest if previous else None)
-        applied = apply(state, gradients, protocol, *extras)
+        applied = apply(state, gradients, rules, *extras)
     except InvalidEntry as exc:
         return None, Finding(r, "replay", f"the entry cannot be applied: {exc}")
     if applied.state.hash != row.state_hash:

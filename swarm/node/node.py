@@ -3,7 +3,7 @@
 One asyncio process. Data flows one way: transport -> decode and verify -> core -> actions -> transport / store /
 state. Everything that reads or replaces the replicated state (build a proposal, validate one, apply a committed
 entry) runs through one FIFO worker, in order, with the tensor work in a thread so the loop keeps answering
-heartbeats; how an entry's state is re-derived is swarm/entry_check.py, evidence bookkeeping swarm/evidence.py.
+heartbeats; how an entry's state is re-derived is swarm/node/entry_states.py, evidence bookkeeping swarm/ledger/evidence.py.
 Local training runs in another thread and only ever produces this node's own contribution.
 """
 from __future__ import annotations
@@ -29,23 +29,23 @@ from consensus.timing import TimingConfig
 from crypto.envelope import open_envelope, peek as peek_envelope
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
-from swarm import compression, reputation
-from swarm.apply import Applied, InvalidEntry, apply
-from swarm.adversary import Adversary
 from swarm.config import Genesis, NodeConfig
-from swarm.entry_check import EntryChecker
-from swarm.evidence import EvidenceBook
-from swarm.malloc import release_free_memory
-from swarm.consensus_link import (Ed25519Crypto, decode_message, encode_message, hard_state_to_plain,
-                                  persisted_state)
-from swarm.gradient import Gradient, digest_of, make_gradient
-from swarm.gradient_pool import GradientPool
-from swarm.peer_scores import PeerScores
-from swarm.rate_limit import PeerRateLimiter
-from swarm.replay import genesis_hash, open_gradient, protocol_of
-from swarm.state import ReplicatedState, genesis_state
-from swarm.store import ChainRow, Store
-from swarm.local_training import build_trainer
+from swarm.faults.adversary import Adversary
+from swarm.ledger import reputation
+from swarm.ledger.apply import Applied, InvalidEntry, apply
+from swarm.ledger.entry_rules import genesis_hash, open_gradient, rules_of
+from swarm.ledger.evidence import EvidenceBook
+from swarm.ledger.state import ReplicatedState, genesis_state
+from swarm.ledger.store import ChainRow, Store
+from swarm.node.core_link import Ed25519Crypto, decode_message, encode_message, hard_state_to_plain, persisted_state
+from swarm.node.entry_states import EntryStates
+from swarm.node.heap import release_free_memory
+from swarm.node.peer_scores import PeerScores
+from swarm.node.rate_limit import PeerRateLimiter
+from swarm.round import compression
+from swarm.round.gradient import Gradient, digest_of, make_gradient
+from swarm.round.pool import GradientPool
+from swarm.training.build import build_trainer
 from swarm.transport.base import Callbacks, Transport
 
 log = logging.getLogger("swarm.node")
@@ -57,7 +57,7 @@ READY_GRACE_S = 0.25
 # A follower that holds a quorum of payloads but sees no proposal this long after readiness (or after a leader change)
 # pushes them to the leader: a leader that was catching up dropped pushes meant for rounds it had not reached.
 HANDOVER_DELAY_S = 1.0
-TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/malloc.py)
+TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/node/heap.py)
 SHUTDOWN_TASK_TIMEOUT_S = 5.0  # how long shutdown waits for a cancelled task before exiting without it
 
 
@@ -102,7 +102,7 @@ class Node:
         self.id = key.peer_id
         self.name = config.name or genesis.name_of(self.id)
         self.members = set(genesis.peer_ids)
-        self.protocol = protocol_of(genesis)
+        self.rules = rules_of(genesis)
         self.store = Store(config.data_dir)
         self.trainer = build_trainer(config, genesis, self.id)
         self.compressor = compression.Compressor(config.compression.scheme, k=config.compression.ratio,
@@ -145,7 +145,7 @@ class Node:
         self._background: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._state_pool = ThreadPoolExecutor(1, thread_name_prefix="apply")
-        self.entries = EntryChecker(genesis, self.protocol, self.store, self.pool, self._state_pool,
+        self.entries = EntryStates(genesis, self.rules, self.store, self.pool, self._state_pool,
                                     self._verify_gradient, self._fetch)
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._leader_seen: str | None = None
@@ -197,7 +197,7 @@ class Node:
             if gradients is None:
                 log.warning("restart: payloads of round %d missing; will catch up from peers", row.round)
                 break
-            applied = apply(state, gradients, self.protocol, *self.entries.extras(row.entry["params"], row.round))
+            applied = apply(state, gradients, self.rules, *self.entries.extras(row.entry["params"], row.round))
             if applied.state.hash != row.state_hash:
                 self._divergence(f"replay of round {row.round} gives another state hash")
                 break
@@ -211,7 +211,7 @@ class Node:
         missing or damaged (then the round is applied again from peers' copies)."""
         found = []
         for digest in digests:
-            raw = self.store.gradient(digest)
+            raw = self.store.gradient_envelope(digest)
             try:
                 if raw is None or digest_of(raw) != digest:
                     raise DecodeError("missing_or_damaged", digest.hex()[:12])
@@ -464,7 +464,7 @@ class Node:
         snapshot = self.store.snapshot_path(digest)
         if snapshot.exists():
             return snapshot.read_bytes()
-        stored = self.store.gradient(digest)
+        stored = self.store.gradient_envelope(digest)
         return stored if stored is not None and digest_of(stored) == digest else None  # never serve damage
 
     def _verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None,
@@ -649,7 +649,7 @@ class Node:
         params = self._entry_params()
         applied = await self.entries.apply_gradients(self.state, gradients, params)
         entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
-                      rule=self.protocol.rule, params=params, state_hash=applied.state.hash,
+                      rule=self.rules.rule, params=params, state_hash=applied.state.hash,
                       parent_state_hash=self.state.hash)
         self.entries.applied[entry.digest()] = applied
         self._step(ProposalBuilt(entry))
@@ -683,7 +683,7 @@ class Node:
     async def _validate(self, term: int, round_: int, entry: Entry) -> None:
         ok = False
         try:
-            applied = await self.entries.check(self.state, entry)
+            applied = await self.entries.derive(self.state, entry)
             ok = applied.state.hash == entry.state_hash
             if ok:
                 self.entries.applied[entry.digest()] = applied
@@ -741,7 +741,7 @@ class Node:
     async def _apply_one(self, committed: CommittedEntry) -> bool:
         entry = committed.entry
         try:
-            applied = await self.entries.check(self.state, entry)
+            applied = await self.entries.derive(self.state, entry)
         except (InvalidEntry, DecodeError) as exc:
             log.warning("round %d cannot be applied from its payloads (%s): trying the certified snapshot",
                         entry.round, exc)
@@ -773,7 +773,7 @@ class Node:
             gradient = self.pool.by_digest(digest) or self.entries.fetched.get(digest)
             if gradient is not None:
                 rows.append((digest, gradient.round, gradient.sender, gradient.raw))
-            elif self.store.gradient(digest) is None:
+            elif self.store.gradient_envelope(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         asyncio.get_running_loop().run_in_executor(None, self.store.add_gradients, rows)
         self.evidence.on_commit(entry.params.get("evidence", []), entry.round)

@@ -178,7 +178,7 @@ class Cluster:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "--config", str(spec.config_path)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(Path(__file__).resolve().parent.parent))
+                                cwd=str(Path(__file__).resolve().parents[2]))
         log.close()
         self.procs[spec.name] = proc
         self._write_pids()

@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-log = logging.getLogger("swarm.peer_scores")
+log = logging.getLogger("swarm.node.peer_scores")
 
 PENALTIES = {
     "bad_signature": 0.3, "unknown_peer": 0.3, "equivocation": 0.5, "garbage": 0.2, "non_finite": 0.3,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarm.gradient import Gradient
+from swarm.round.gradient import Gradient
 
 
 @dataclass(frozen=True)

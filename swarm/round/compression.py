@@ -7,7 +7,7 @@ Payload layout (self-describing): magic b"SC", version (u8), scheme id (u8), dim
     topk      count (u64), indices (count,), float32 values (count,)
     topk_int8 count (u64), chunk (u32), indices (count,), float32 scales, int8 codes (count,)
 Indices are int32 when dim < 2^31 (int64 otherwise).
-Tensors inside use :mod:`swarm.tensor_codec`. :func:`decode` checks everything (scheme, dimension equal to
+Tensors inside use :mod:`swarm.round.tensor_codec`. :func:`decode` checks everything (scheme, dimension equal to
 the expected one, sizes, dtypes, shapes, indices strictly increasing and in range, codes in [-127, 127],
 values and scales finite) and raises only :class:`crypto.wire.DecodeError`.
 
@@ -23,7 +23,7 @@ import math
 import torch
 
 from crypto.wire import DecodeError, Reader
-from swarm.tensor_codec import all_finite, encode_tensor, read_tensor
+from swarm.round.tensor_codec import all_finite, encode_tensor, read_tensor
 
 MAGIC = b"SC"
 VERSION = 1

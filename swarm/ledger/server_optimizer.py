@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from swarm.tensor_codec import all_finite
+from swarm.round.tensor_codec import all_finite
 
 
 def apply_update(params: torch.Tensor, aggregate: torch.Tensor, server_lr: float, momentum: float = 0.0,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterable
 
-from swarm import reputation
+from swarm.ledger import reputation
 
 if TYPE_CHECKING:
-    from swarm.node import Node
+    from swarm.node.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -76,7 +76,7 @@ def render_node_metrics(node: "Node") -> str:
                "proposed them in time.", [({}, m.payload_handovers)])
     out.family("swarm_catchup_entries_from_store", "counter", "Committed entries older than the in-memory window "
                "read back from the store to serve a lagging peer.", [({}, m.catchup_entries_from_store)])
-    floor = node.protocol.reputation_floor
+    floor = node.rules.reputation_floor
     table = list(node.state.reputation)
     out.family("swarm_peer_reputation", "gauge", "Committed reputation score per member (0..1).",
                [({"peer": peer, "name": names(peer)}, reputation.score(rep)) for peer, rep in table])

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from swarm import reputation
 from swarm.aggregation import aggregate
-from swarm.gradient import Gradient
-from swarm.state import ReplicatedState, StateBody
-from swarm.training.server_optimizer import apply_update
+from swarm.ledger import reputation
+from swarm.ledger.server_optimizer import apply_update
+from swarm.ledger.state import ReplicatedState, StateBody
+from swarm.round.gradient import Gradient
 
 FALLBACK_RULE = "median"
 
@@ -28,8 +28,8 @@ class InvalidEntry(ValueError):
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """The genesis' replicated settings: equal on every node."""
+class RoundRules:
+    """The rules of a round that the genesis fixes for every node (rule, f, reputation floor, server optimizer)."""
 
     f: int
     rule: str
@@ -64,26 +64,26 @@ class Aggregated:
     body: StateBody | None = None              # the new state's parameter bytes, already hashed
 
 
-def apply(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol,
+def apply(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules,
           certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset()) -> Applied:
-    """The whole transition: ``finish(state, aggregate_round(state, gradients, protocol), ...)``."""
-    return finish(state, aggregate_round(state, gradients, protocol), certificate_signers, convicted)
+    """The whole transition: ``finish(state, aggregate_round(state, gradients, rules), ...)``."""
+    return finish(state, aggregate_round(state, gradients, rules), certificate_signers, convicted)
 
 
-def aggregate_round(state: ReplicatedState, gradients: list[Gradient], protocol: Protocol) -> Aggregated:
+def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules) -> Aggregated:
     round_ = state.round + 1
     ordered = sorted(gradients, key=lambda g: g.sender)
     _check(state, ordered, round_)
     table = dict(state.reputation)
-    quarantined = [g for g in ordered if reputation.is_quarantined(table[g.sender], protocol.reputation_floor)]
+    quarantined = [g for g in ordered if reputation.is_quarantined(table[g.sender], rules.reputation_floor)]
     active = [g for g in ordered if g not in quarantined] or ordered  # all quarantined: nothing else to go on
     if active is ordered:
         quarantined = []
 
     stack = torch.stack([g.vector.to(torch.float32) for g in active])
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
-    rule, result = _aggregate(protocol, stack, weights)
-    params, momentum = apply_update(state.params, result.vector, protocol.server_lr, protocol.momentum,
+    rule, result = _aggregate(rules, stack, weights)
+    params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum)
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
@@ -129,15 +129,15 @@ def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None
                                f"{state.params.numel()}")
 
 
-def _aggregate(protocol: Protocol, stack: torch.Tensor, weights: torch.Tensor):
-    rule = protocol.rule
-    weights = weights if protocol.reputation_weighted else None
+def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor):
+    rule = rules.rule
+    weights = weights if rules.reputation_weighted else None
     try:
-        return rule, aggregate(rule, stack, protocol.f, weights=weights, nnm=protocol.nnm, **protocol.options)
+        return rule, aggregate(rule, stack, rules.f, weights=weights, nnm=rules.nnm, **rules.options)
     except ValueError:
         # The rule's precondition fails for this many gradients (Krum with n < 2f+3, say): every node falls back
         # the same way, since the inputs are the same committed ones.
-        f = min(protocol.f, (stack.shape[0] - 1) // 2)
+        f = min(rules.f, (stack.shape[0] - 1) // 2)
         return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f, weights=weights)
 
 

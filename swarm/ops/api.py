@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from swarm import reputation
-from swarm.metrics import CONTENT_TYPE, render_node_metrics
+from swarm.ledger import reputation
+from swarm.ops.metrics import CONTENT_TYPE, render_node_metrics
 
 if TYPE_CHECKING:
-    from swarm.node import Node
+    from swarm.node.node import Node
 
 
 NODE = web.AppKey("node", object)
@@ -73,7 +73,7 @@ def status_view(node: "Node") -> dict:
         "accuracy": node.last_eval[1] if node.last_eval else None,
         "last_commit_at": last.committed_at if last else None,
         "diverged": node.diverged,
-        "rule": node.protocol.rule,
+        "rule": node.rules.rule,
         "peers": [{"peer_id": peer, "name": node.genesis.name_of(peer), "connected": info.connected,
                    "last_seen": info.last_seen_wall,
                    "last_seen_ago_s": None if info.last_seen_wall is None else round(now_wall - info.last_seen_wall, 3)}
@@ -86,7 +86,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 def peers_view(node: "Node") -> list[dict]:
-    floor = node.protocol.reputation_floor
+    floor = node.rules.reputation_floor
     transport_peers = node.transport.peers()
     rows = []
     for peer, rep in node.state.reputation:

@@ -3,7 +3,7 @@
 Every control message costs a signature check and a step of the consensus core, and a member can sign valid
 messages as fast as it likes. The core bounds what such a flood makes it remember (consensus.bounds); this bounds
 what it costs to read: past its burst, a peer gets ``rate`` messages a second, and each one over is dropped with a
-"flooding" penalty to its local score, so a peer that keeps it up is banned (swarm.peer_scores). An honest member
+"flooding" penalty to its local score, so a peer that keeps it up is banned (swarm.node.peer_scores). An honest member
 sends a few messages per round and heartbeat, two orders of magnitude under the default rate; the default burst
 is a full outbound queue, the most an honest peer delivers at once (its backlog after a partition heals).
 """

@@ -15,7 +15,7 @@ import torch
 from crypto.envelope import Envelope, MessageType, open_envelope, seal
 from crypto.keys import NodeKey
 from crypto.wire import DecodeError
-from swarm.tensor_codec import all_finite
+from swarm.round.tensor_codec import all_finite
 
 
 @dataclass(frozen=True)

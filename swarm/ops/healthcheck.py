@@ -1,4 +1,4 @@
-"""`python -m swarm.healthcheck NODE.yaml`: exit 0 when that node's API answers /status and it has not diverged.
+"""`python -m swarm.ops.healthcheck NODE.yaml`: exit 0 when that node's API answers /status and it has not diverged.
 
 For container health checks: it reads the API address and bearer token from the node's own config, so the
 compose file never repeats a port or a secret.
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from swarm.cluster import get_json
 from swarm.config import ConfigError, load_node_config
+from swarm.ops.cluster import get_json
 
 
 def check(config_path: str, timeout: float = 3.0) -> str | None:
@@ -28,7 +28,7 @@ def check(config_path: str, timeout: float = 3.0) -> str | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m swarm.healthcheck NODE.yaml", file=sys.stderr)
+        print("usage: python -m swarm.ops.healthcheck NODE.yaml", file=sys.stderr)
         return 2
     problem = check(argv[0])
     if problem:

@@ -13,13 +13,13 @@ from concurrent.futures import Executor
 from typing import Awaitable, Callable
 
 from consensus.messages import Entry
-from swarm.apply import Aggregated, Applied, InvalidEntry, aggregate_round, finish
 from swarm.config import Genesis
-from swarm.gradient import Gradient, digest_of
-from swarm.gradient_pool import GradientPool
-from swarm.replay import entry_extras
-from swarm.state import ReplicatedState
-from swarm.store import Store
+from swarm.ledger.apply import Aggregated, Applied, InvalidEntry, aggregate_round, finish
+from swarm.ledger.entry_rules import entry_extras
+from swarm.ledger.state import ReplicatedState
+from swarm.ledger.store import Store
+from swarm.round.gradient import Gradient, digest_of
+from swarm.round.pool import GradientPool
 
 
 def finish_and_hash(state: ReplicatedState, aggregated: Aggregated, signers, convicted) -> Applied:
@@ -29,10 +29,10 @@ def finish_and_hash(state: ReplicatedState, aggregated: Aggregated, signers, con
     return applied
 
 
-class EntryChecker:
-    def __init__(self, genesis: Genesis, protocol, store: Store, pool: GradientPool, state_pool: Executor,
+class EntryStates:
+    def __init__(self, genesis: Genesis, rules, store: Store, pool: GradientPool, state_pool: Executor,
                  verify: Callable[[bytes, int, bytes], Gradient], fetch: Callable[[bytes], Awaitable[bytes | None]]):
-        self.genesis, self.protocol, self.store, self.pool = genesis, protocol, store, pool
+        self.genesis, self.rules, self.store, self.pool = genesis, rules, store, pool
         self._state_pool = state_pool
         self._verify, self._fetch = verify, fetch  # a received envelope's checks; a payload from any peer
         self.applied: dict[bytes, Applied] = {}  # entry digest -> its result, ours or checked
@@ -56,7 +56,7 @@ class EntryChecker:
         future = self._aggregates.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.protocol)
+            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.rules)
             self._aggregates[key] = future
         return asyncio.shield(future)
 
@@ -65,7 +65,7 @@ class EntryChecker:
         aggregated = await self.aggregate(state, gradients)
         return finish_and_hash(state, aggregated, signers, convicted)  # no thread hop: well under 1 ms
 
-    async def check(self, state: ReplicatedState, entry: Entry) -> Applied:
+    async def derive(self, state: ReplicatedState, entry: Entry) -> Applied:
         """The result of applying ``entry`` to ``state`` (the node's current one); InvalidEntry when it cannot
         follow from it: wrong parent or rule, digests not sorted or too few, a payload nobody can give."""
         cached = self.applied.get(entry.digest())
@@ -73,8 +73,8 @@ class EntryChecker:
             return cached
         if entry.round != state.round + 1 or entry.parent_state_hash != state.hash:
             raise InvalidEntry(f"entry for round {entry.round} does not extend our state (round {state.round})")
-        if entry.rule != self.protocol.rule:
-            raise InvalidEntry(f"entry uses rule {entry.rule}, the genesis says {self.protocol.rule}")
+        if entry.rule != self.rules.rule:
+            raise InvalidEntry(f"entry uses rule {entry.rule}, the genesis says {self.rules.rule}")
         digests = list(entry.gradient_digests)
         if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
             raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
@@ -85,7 +85,7 @@ class EntryChecker:
         known = self.pool.by_digest(digest)
         if known is not None and known.round == round_ and known.parent == parent:
             return known
-        stored = self.store.gradient(digest)
+        stored = self.store.gradient_envelope(digest)
         raw = stored if stored is not None and digest_of(stored) == digest else await self._fetch(digest)
         if raw is None:
             raise InvalidEntry(f"payload {digest.hex()[:12]} is not available from any peer")

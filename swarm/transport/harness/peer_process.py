@@ -1,6 +1,6 @@
 """A test and diagnostic harness: one transport in one real process, driven over a tiny loopback HTTP API.
 
-    python -m swarm.transport.peer_process --key K --listen /ip4/127.0.0.1/tcp/0 \
+    python -m swarm.transport.harness.peer_process --key K --listen /ip4/127.0.0.1/tcp/0 \
         --bootstrap /ip4/127.0.0.1/tcp/9001/p2p/12D3... --members ID1,ID2,... --api-port 0 --swarm-id S
 
 Prints one line `READY {json}` (peer id, listen addrs, api port) on stdout once listening. This is not the node:
@@ -152,7 +152,7 @@ class Harness:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m swarm.transport.peer_process", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m swarm.transport.harness.peer_process", description=__doc__.split("\n")[0])
     parser.add_argument("--key", required=True)
     parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0")
     parser.add_argument("--bootstrap", nargs="*", default=[])

@@ -2,7 +2,7 @@
 
 The node replays its store on restart and the offline auditor (`swarm verify`) replays someone else's; both must
 derive every input of `apply` the same way, from the genesis, the entry and the previous committed row alone, or
-they would disagree on state hashes. This module is that shared derivation: the protocol settings, state_0, the
+they would disagree on state hashes. This module is that shared derivation: the round rules, state_0, the
 checks on the commit certificates an entry carries (which feed consensus reputation) and committed evidence.
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ from consensus.messages import evidence_from_plain, signing_bytes
 from crypto import wire
 from crypto.keys import verify_by_peer_id
 from crypto.wire import DecodeError
-from swarm import compression
-from swarm.apply import InvalidEntry, Protocol
 from swarm.config import Genesis, NodeConfig, genesis_to_dict
-from swarm.gradient import Gradient, verify_gradient
-from swarm.local_training import build_trainer
-from swarm.state import ReplicatedState, genesis_state
+from swarm.ledger.apply import InvalidEntry, RoundRules
+from swarm.ledger.state import ReplicatedState, genesis_state
+from swarm.round import compression
+from swarm.round.gradient import Gradient, verify_gradient
+from swarm.training.build import build_trainer
 
 
 def genesis_hash(genesis: Genesis) -> bytes:
@@ -27,9 +27,9 @@ def genesis_hash(genesis: Genesis) -> bytes:
     return hashlib.sha256(b"swarm/genesis/v1\0" + wire.dumps(genesis_to_dict(genesis))).digest()
 
 
-def protocol_of(genesis: Genesis) -> Protocol:
+def rules_of(genesis: Genesis) -> RoundRules:
     """The replicated aggregation settings a genesis fixes for every node."""
-    return Protocol(
+    return RoundRules(
         f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
         nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
         reputation_floor=genesis.aggregation.reputation_floor,
@@ -119,7 +119,7 @@ def entry_extras(genesis: Genesis, params: dict, round_: int,
 def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes,
                   digest: bytes | None = None) -> Gradient:
     """A stored envelope checked as a receiver checks it (signature, member, round, parent, decodable, finite);
-    ``digest`` as in :func:`swarm.gradient.verify_gradient`."""
+    ``digest`` as in :func:`swarm.round.gradient.verify_gradient`."""
     return verify_gradient(raw, swarm_id=genesis.swarm_id, members=set(genesis.peer_ids), max_size=max_size,
                            round=round_, parent=parent, digest=digest,
                            decode_payload=lambda payload: compression.decode(payload, dim, max_size))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from crypto.keys import NodeKey
-from swarm.attacks import Attack, garbage_payload, parse_attack
-from swarm.compression import Compressor
-from swarm.gradient import make_gradient
-from swarm.state import ReplicatedState
+from swarm.faults.attacks import Attack, garbage_payload, parse_attack
+from swarm.ledger.state import ReplicatedState
+from swarm.round.compression import Compressor
+from swarm.round.gradient import make_gradient
 
 
 class Adversary:

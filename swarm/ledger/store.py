@@ -184,7 +184,7 @@ class Store:
     def row(self, round_: int) -> ChainRow | None:
         return next(self.rows(round_, 1), None) if round_ >= 1 else None
 
-    def gradient(self, digest: bytes) -> bytes | None:
+    def gradient_envelope(self, digest: bytes) -> bytes | None:
         """The stored envelope with this digest, or None; callers check the bytes against the digest."""
         try:
             return self.payload_path(digest).read_bytes()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from swarm.state import PeerReputation
+from swarm.ledger.state import PeerReputation
 
 RATE = 0.3
 PENALTY_WEIGHT = 0.25

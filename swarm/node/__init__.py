@@ -1,0 +1,1 @@
+"""The asyncio shell around the consensus core and the ledger: wiring, the state worker, inbound admission."""
