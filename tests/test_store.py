@@ -208,3 +208,45 @@ def test_deferred_chain_rows_cost_no_fsync_until_synced(tmp_path):
     durable, deferred, synced = (fsyncs(mode) - baseline for mode in ("durable", "deferred", "synced"))
     assert durable >= 20 and synced >= 20, (baseline, durable, deferred, synced)
     assert deferred <= 2, (baseline, durable, deferred, synced)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_read_only_store_reads_everything_and_writes_nothing(tmp_path):
+    store = Store(tmp_path)
+    store.append(row(1), [(b"g" * 32, 1, "a", b"raw")])
+    store.save_snapshot(1, b"\x01" * 32, b"one")
+    store.close()
+    before = _tree(tmp_path)
+    reader = Store(tmp_path, read_only=True)
+    assert [r.round for r in reader.rows()] == [1]
+    assert reader.gradient_envelope(b"g" * 32) == b"raw"
+    assert reader.snapshots() == [(1, b"\x01" * 32)]
+    for write in (lambda: reader.append(row(2)), lambda: reader.put_meta("term", 1),
+                  lambda: reader.save_snapshot(2, b"\x02" * 32, b"two"), lambda: reader.prune(1, 1),
+                  lambda: reader.add_gradients([(b"h" * 32, 1, "a", b"x")]),
+                  lambda: reader.put_local_score("peer", 0.1, 1, "r"), lambda: reader.add_committed_evidence([], 1)):
+        with pytest.raises(StoreError, match="read-only"):
+            write()
+    reader.close()
+    assert _tree(tmp_path) == before
+
+
+def test_a_read_only_store_creates_nothing_where_there_is_no_store(tmp_path):
+    missing = tmp_path / "absent"
+    with pytest.raises(FileNotFoundError, match="no node store"):
+        Store(missing, read_only=True)
+    assert not missing.exists()
+
+
+def test_a_read_only_store_sees_rows_still_in_a_live_stores_wal(tmp_path):
+    writer = Store(tmp_path)
+    writer.append(row(1))
+    writer.append(row(2), durable=False)
+    assert (tmp_path / "node.sqlite-wal").stat().st_size > 0
+    reader = Store(tmp_path, read_only=True)
+    assert [r.round for r in reader.rows()] == [1, 2]
+    reader.close()
+    writer.close()

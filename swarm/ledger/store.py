@@ -22,6 +22,7 @@ before the database lock is taken, so megabytes of file writes never hold up a v
 """
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -65,17 +66,35 @@ def payload_file(data_dir: Path, digest: bytes) -> Path:
 
 
 class StoreError(RuntimeError):
-    """The store refused a write that would break an invariant (e.g. overwrite a committed round)."""
+    """The store refused a write that would break an invariant (e.g. overwrite a committed round), or any write
+    when it was opened read-only."""
+
+
+def _writes(method):
+    """Marks a method that changes the store (its database or its files): refused on a read-only store."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.read_only:
+            raise StoreError(f"the store in {self.dir} is open read-only; {method.__name__} would write to it")
+        return method(self, *args, **kwargs)
+    return guarded
 
 
 class Store:
-    def __init__(self, data_dir: str | Path):
+    """``read_only=True``: for tools that inspect a store (``swarm verify``); opens an existing database with
+    SQLite's ``mode=ro``, creates no folder or table, and refuses every write with a StoreError."""
+
+    def __init__(self, data_dir: str | Path, read_only: bool = False):
         self.dir = Path(data_dir)
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        self._chain_unsynced = False  # a chain row is committed to the WAL but not yet fsynced
+        if read_only:
+            self._db = _connect_read_only(self.dir / "node.sqlite")
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "snapshots").mkdir(exist_ok=True)
         (self.dir / "payloads").mkdir(exist_ok=True)
-        self._lock = threading.Lock()
-        self._chain_unsynced = False  # a chain row is committed to the WAL but not yet fsynced
         self._db = sqlite3.connect(self.dir / "node.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -107,6 +126,7 @@ class Store:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
 
+    @_writes
     def put_meta(self, key: str, value: Any, durable: bool = True) -> None:
         with self._transaction(durable):
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, wire.dumps(value)))
@@ -117,6 +137,7 @@ class Store:
         return default if row is None else wire.loads(row[0])
 
     # ---------------------------------------------------------------- committed chain
+    @_writes
     def append(self, row: ChainRow, gradients: list[tuple[bytes, int, str, bytes]] = (), durable: bool = True) -> None:
         """Persist a committed round (and any gradient envelopes given); never overwrites or skips a round.
         ``durable=False``: committed but not fsynced until the next durable write or ``sync()``."""
@@ -149,6 +170,7 @@ class Store:
         self.put_meta("chain_synced_through", top)
         return True
 
+    @_writes
     def add_gradients(self, gradients: list[tuple[bytes, int, str, bytes]]) -> None:
         """Keep the envelopes (digest, round, sender, raw) a committed entry names, for replay and audit. The
         caller has checked each against its digest, so a damaged copy already stored is replaced."""
@@ -198,6 +220,7 @@ class Store:
                     for row in self._db.execute("SELECT sender FROM payloads WHERE digest = ?", (digest,))]
 
     # ---------------------------------------------------------------- snapshots
+    @_writes
     def save_snapshot(self, round_: int, state_hash: bytes, data: bytes) -> Path:
         path = self.snapshot_path(state_hash)
         tmp = path.with_suffix(".tmp")
@@ -218,17 +241,21 @@ class Store:
     def snapshot_path(self, state_hash: bytes) -> Path:
         return self.dir / "snapshots" / f"{state_hash.hex()}.state"
 
+    def snapshots(self) -> list[tuple[int, bytes]]:
+        """(round, state hash) of every snapshot recorded, newest first; a file may have been pruned since."""
+        with self._lock:
+            return self._db.execute("SELECT round, state_hash FROM snapshots ORDER BY round DESC").fetchall()
+
     def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
         """(round, state hash, bytes) of the newest snapshot whose file is intact on disk."""
-        with self._lock:
-            rows = self._db.execute("SELECT round, state_hash FROM snapshots ORDER BY round DESC").fetchall()
-        for round_, state_hash in rows:
+        for round_, state_hash in self.snapshots():
             path = self.snapshot_path(state_hash)
             if path.exists():
                 return round_, state_hash, path.read_bytes()
         return None
 
     # ---------------------------------------------------------------- retention
+    @_writes
     def prune(self, keep_snapshots: int, keep_payload_rounds: int) -> tuple[int, int]:
         """Delete all but the newest ``keep_snapshots`` snapshots, and the payload files of rounds more than
         ``keep_payload_rounds`` behind the chain's head, except those a restart replays after the newest snapshot
@@ -236,8 +263,7 @@ class Store:
         a peer that needs a pruned payload resyncs from a certified snapshot. Returns (snapshots, payload files)
         removed."""
         snapshots_removed = payloads_removed = 0
-        with self._lock:
-            snapshots = self._db.execute("SELECT round, state_hash FROM snapshots ORDER BY round DESC").fetchall()
+        snapshots = self.snapshots()
         if keep_snapshots and len(snapshots) > keep_snapshots:
             for round_, state_hash in snapshots[keep_snapshots:]:
                 self.snapshot_path(state_hash).unlink(missing_ok=True)
@@ -261,6 +287,7 @@ class Store:
         return snapshots_removed, payloads_removed
 
     # ---------------------------------------------------------------- committed equivocation evidence
+    @_writes
     def add_committed_evidence(self, digests: list[bytes], round_: int) -> None:
         """Digests of evidence a committed entry carried: fsynced, since a node that forgot them could propose a
         piece again after a restart and convict its member twice for one offence."""
@@ -273,6 +300,7 @@ class Store:
             row = self._db.execute("SELECT 1 FROM committed_evidence WHERE digest = ?", (digest,)).fetchone()
         return row is not None
 
+    @_writes
     def _migrate_evidence(self) -> None:
         legacy = self.get_meta(LEGACY_EVIDENCE_KEY)
         if legacy:
@@ -282,6 +310,7 @@ class Store:
                 self._db.execute("DELETE FROM meta WHERE key = ?", (LEGACY_EVIDENCE_KEY,))
 
     # ---------------------------------------------------------------- local peer scores
+    @_writes
     def put_local_score(self, peer: str, score: float, rejected: int, last_reason: str) -> None:
         with self._transaction(durable=False):  # local and advisory
             self._db.execute("INSERT OR REPLACE INTO local_scores VALUES (?, ?, ?, ?)",
@@ -291,6 +320,20 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT * FROM local_scores").fetchall()
         return {peer: (score, rejected, reason) for peer, score, rejected, reason in rows}
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write; FileNotFoundError rather than SQLite creating an empty database.
+
+    SQLite's ``mode=ro`` alone still creates a WAL database's -wal and -shm files beside it. A store closed cleanly
+    has neither (its WAL was checkpointed into the file), so it is opened ``immutable``: the file alone, nothing
+    created. Where the -wal file is there (a node running, or killed), committed rows may live only in it, so the
+    connection reads through it; its -shm is there too, so again nothing new appears."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no node store ({path.name}) in {path.parent}")
+    wal_present = path.with_name(path.name + "-wal").exists()
+    options = "mode=ro" if wal_present else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True, check_same_thread=False)
 
 
 def _write_payload_files(data_dir: Path, gradients) -> None:
