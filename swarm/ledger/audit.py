@@ -9,16 +9,14 @@ Every failure names its round and check, so an operator knows where a store went
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from consensus.messages import commit_cert_from_plain, entry_from_plain
 from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig
-from swarm.ledger.apply import InvalidEntry, apply
-from swarm.ledger.entry_rules import entry_extras, initial_state, open_gradient, rules_of, valid_commit_signers
+from swarm.ledger.entry_rules import initial_state, valid_commit_signers
+from swarm.ledger.replay import Replayer, StopReason
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import ChainRow, Store
 
@@ -48,62 +46,80 @@ class AuditReport:
 
 def audit_store(data_dir: Path, genesis: Genesis, config: NodeConfig) -> AuditReport:
     """Audit the store in ``data_dir`` (opened read-only: an audit never writes to what it inspects)."""
-    if not (data_dir / "node.sqlite").exists():
-        raise FileNotFoundError(f"no node store (node.sqlite) in {data_dir}")
-    store = _ReadOnlyStore(data_dir)
+    store = Store(data_dir, read_only=True)
     try:
         return _audit(store, genesis, config)
     finally:
         store.close()
 
 
-def _audit(store: "_ReadOnlyStore", genesis: Genesis, config: NodeConfig) -> AuditReport:
+# Which check a replay stop fails: the payload's own (``gradient``) or the replay of the round's entry.
+_STOP_CHECKS = {StopReason.MISSING_PAYLOAD: "replay", StopReason.DAMAGED_PAYLOAD: "gradient",
+                StopReason.INVALID_PAYLOAD: "gradient", StopReason.INVALID_ENTRY: "replay",
+                StopReason.STATE_HASH_DIFFERS: "replay"}
+
+
+def _audit(store: Store, genesis: Genesis, config: NodeConfig) -> AuditReport:
     rows = list(store.rows())
-    snapshots = {h: store.snapshot_path(h) for h in store.snapshot_hashes()}
+    snapshots = {h: store.snapshot_path(h) for _round, h in store.snapshots()}
     report = AuditReport(rounds=len(rows))
     if not rows:
         report.findings.append(Finding(0, "chain", "no committed rounds in the store"))
         return report
-    state: ReplicatedState | None = initial_state(genesis, config)
-    rules = rules_of(genesis)
-    dim = state.params.numel()
-    max_size = config.transport.max_payload_bytes
+    state_0 = initial_state(genesis, config)
+    replayable = set()  # rounds whose stored entry is the one their digest (and so their certificate) names
     previous: ChainRow | None = None
-    expected_parent = state.hash
     for row in rows:
-        problems = _check_row(row, genesis, previous, expected_parent)
+        problems = _check_row(row, genesis, previous, previous.state_hash if previous else state_0.hash)
         report.findings.extend(problems)
-        if state is None or state.round != row.round - 1:
-            state = _certified_snapshot(snapshots.get(row.state_hash), row, dim, genesis)
-            if state is not None:
-                report.from_snapshot.append(row.round)
-        elif not any(p.check in ("entry", "digest") for p in problems):
-            state, finding = _replay(state, row, previous, genesis, rules, dim, max_size, store.gradient_envelope)
-            if finding is not None:
-                report.findings.append(finding)
-                state = _certified_snapshot(snapshots.get(row.state_hash), row, dim, genesis)
-                if state is not None:
-                    report.from_snapshot.append(row.round)
-            else:
-                report.replayed += 1
-        else:
-            state = None
-        previous, expected_parent = row, row.state_hash
+        if not any(p.check in ("entry", "digest") for p in problems):
+            replayable.add(row.round)
+        previous = row
+    replayer = Replayer(genesis, state_0.params.numel(), config.transport.max_payload_bytes,
+                        store.gradient_envelope)
+    _replay_chain(rows, replayable, state_0, replayer, snapshots, report)
     report.findings.extend(_check_snapshot_files(snapshots, {row.state_hash: row.round for row in rows}))
+    report.findings.sort(key=lambda finding: finding.round)
     return report
 
 
-class _ReadOnlyStore(Store):
-    """The node's Store over a read-only SQLite connection (no schema creation, no WAL checkpoint writes)."""
+def _replay_chain(rows: list[ChainRow], replayable: set[int], state_0: ReplicatedState, replayer: Replayer,
+                  snapshots: dict[bytes, Path], report: AuditReport) -> None:
+    """Replay every run of replayable rows from state_0; where the chain cannot be replayed (a row that fails,
+    a gap, an entry that is not the certified one), resume from the next certified snapshot file."""
+    state: ReplicatedState | None = state_0
+    i = 0
+    while i < len(rows):
+        row = rows[i]
+        if state is None or state.round != row.round - 1:
+            state = _resume_from_snapshot(snapshots, row, replayer, report)
+            i += 1
+            continue
+        run = []
+        for candidate in rows[i:]:
+            if candidate.round not in replayable:
+                break
+            run.append(candidate)
+        if not run:  # the entry itself is not the certified one: nothing to replay it from
+            state = None
+            i += 1
+            continue
+        for step in replayer.replay(state, run, rows[i - 1].digest if i else None):
+            i += 1
+            if step.stop is not None:
+                report.findings.append(Finding(step.stop.round, _STOP_CHECKS[step.stop.reason], step.stop.detail))
+                state = _resume_from_snapshot(snapshots, step.row, replayer, report)
+                break
+            state = step.state
+            report.replayed += 1
 
-    def __init__(self, data_dir: Path):  # not super().__init__: that creates tables and folders
-        self.dir = Path(data_dir)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(f"file:{self.dir / 'node.sqlite'}?mode=ro", uri=True, check_same_thread=False)
 
-    def snapshot_hashes(self) -> list[bytes]:
-        with self._lock:
-            return [h for (h,) in self._db.execute("SELECT state_hash FROM snapshots ORDER BY round")]
+def _resume_from_snapshot(snapshots: dict[bytes, Path], row: ChainRow, replayer: Replayer,
+                          report: AuditReport) -> ReplicatedState | None:
+    state = _certified_snapshot(snapshots.get(row.state_hash), row, replayer.dim, replayer.genesis)
+    if state is not None:
+        report.from_snapshot.append(row.round)
+    return state
 
 
 def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None, expected_parent: bytes) -> list[Finding]:
@@ -141,32 +157,6 @@ def _check_certificate(row: ChainRow, genesis: Genesis) -> list[Finding]:
     if len(valid) < genesis.quorum:
         findings.append(Finding(r, "quorum", f"{len(valid)} distinct valid signers, {genesis.quorum} needed"))
     return findings
-
-
-def _replay(state: ReplicatedState, row: ChainRow, previous: ChainRow | None, genesis: Genesis, rules,
-            dim: int, max_size: int, stored_gradient) -> tuple[ReplicatedState | None, Finding | None]:
-    """Apply the row's stored envelopes to ``state``; (next state, None) or (None, what went wrong)."""
-    r = row.round
-    entry = row.entry
-    gradients = []
-    for digest in entry["gradients"]:
-        raw = stored_gradient(digest)
-        if raw is None:
-            return None, Finding(r, "replay", f"gradient {digest.hex()[:12]} is not in the store")
-        if hashlib.sha256(raw).digest() != digest:
-            return None, Finding(r, "gradient", f"stored gradient {digest.hex()[:12]} does not match its digest")
-        try:
-            gradients.append(open_gradient(raw, genesis, dim, max_size, r, state.hash))
-        except DecodeError as exc:
-            return None, Finding(r, "gradient", f"gradient {digest.hex()[:12]} fails verification: {exc}")
-    try:
-        extras = entry_extras(genesis, dict(entry["params"]), r, previous.digest if previous else None)
-        applied = apply(state, gradients, rules, *extras)
-    except InvalidEntry as exc:
-        return None, Finding(r, "replay", f"the entry cannot be applied: {exc}")
-    if applied.state.hash != row.state_hash:
-        return None, Finding(r, "replay", "replaying the entry gives another state hash than the certified one")
-    return applied.state, None
 
 
 def _certified_snapshot(path: Path | None, row: ChainRow, dim: int, genesis: Genesis) -> ReplicatedState | None:
