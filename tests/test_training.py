@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from swarm.ledger.server_optimizer import apply_update
-from swarm.training import Trainer, build_model, flatten_parameters, load_dataset, partition_indices
+from swarm.config import Genesis, Member, NodeConfig
+from swarm.training import DATASETS, Trainer, build_model, flatten_parameters, load_dataset, partition_indices
+from swarm.training.build import build_trainer, initial_parameters
+from swarm.training.datasets import BUILTIN_SHAPES
 from swarm.training.params import load_flat_parameters
 
 
@@ -45,6 +48,25 @@ def test_initial_parameters_depend_only_on_seed():
     b = Trainer("cnn", "digits", seed=5, node_index=1, num_nodes=3, device="cpu").initial_parameters()
     c = Trainer("cnn", "digits", seed=6, device="cpu").initial_parameters()
     assert a.dtype == torch.float32 and torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_builtin_shapes_are_those_of_the_loaded_data(name):
+    data = load_dataset(name)
+    assert BUILTIN_SHAPES[name] == (data.input_shape, data.num_classes)
+
+
+@pytest.mark.parametrize("model, dataset", [("cnn", "digits"), ("mlp", "synthetic")])
+def test_state_0_from_the_model_alone_is_the_trainers_bit_for_bit(model, dataset):
+    from crypto.keys import NodeKey
+    genesis = Genesis(swarm_id="s", members=[Member(f"n{i}", NodeKey.generate().peer_id) for i in range(2)])
+    genesis.model.name, genesis.model.seed = model, 11
+    config = NodeConfig(identity="", genesis="", data_dir="")
+    config.dataset.name, config.training.device = dataset, "cpu"
+    cheap = initial_parameters(config, genesis)
+    trained = build_trainer(config, genesis, genesis.peer_ids[1]).initial_parameters()
+    assert cheap.dtype == trained.dtype == torch.float32
+    assert cheap.numpy().tobytes() == trained.numpy().tobytes()
 
 
 def test_flatten_round_trip():

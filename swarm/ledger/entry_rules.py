@@ -19,7 +19,7 @@ from swarm.ledger.apply import InvalidEntry, RoundRules
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.round import compression
 from swarm.round.gradient import Gradient, verify_gradient
-from swarm.training.build import build_trainer
+from swarm.training.build import initial_parameters
 
 
 def genesis_hash(genesis: Genesis) -> bytes:
@@ -38,8 +38,7 @@ def rules_of(genesis: Genesis) -> RoundRules:
 
 def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:
     """state_0: the model's seeded initial parameters (equal on every node) with a fresh reputation table."""
-    trainer = build_trainer(config, genesis, genesis.peer_ids[0])
-    return genesis_state(trainer.initial_parameters(), genesis.peer_ids, genesis_hash(genesis))
+    return genesis_state(initial_parameters(config, genesis), genesis.peer_ids, genesis_hash(genesis))
 
 
 def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes) -> tuple[set[str], list[str]]:

@@ -52,6 +52,11 @@ def _synthetic(samples: int = 2000, features: int = 20, classes: int = 10, seed:
 
 DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "synthetic": _synthetic}
 
+# (input shape, classes) of each built-in dataset, known without loading it: state_0 is a function of the model, its
+# seed and this shape alone, and `swarm verify` needs state_0 but no data. tests/test_training.py checks it.
+BUILTIN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist5k": ((1, 28, 28), 10), "digits": ((1, 8, 8), 10), "synthetic": ((20,), 10)}
+
 
 def split(x: np.ndarray, y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Dataset:
     order = np.random.default_rng(seed).permutation(len(y))
@@ -70,3 +75,11 @@ def load_dataset(name: str) -> Dataset:
         loaded = load_callable(name)()
         return loaded if isinstance(loaded, Dataset) else split(*loaded)
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} or 'module:function'")
+
+
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) the model is built for; only a user's dataset has to be loaded for it."""
+    if name in BUILTIN_SHAPES:
+        return BUILTIN_SHAPES[name]
+    data = load_dataset(name)
+    return data.input_shape, data.num_classes
