@@ -80,7 +80,7 @@ class TransportConfig:
     max_payload_bytes: int = field(default=64 << 20, metadata={"min": 1024, "max": 1 << 30})
     dial_backoff_max_s: float = field(default=5.0, metadata={"min": 0.1})
     peer_timeout_s: float = field(default=2.0, metadata={"min": 0.1})
-    # Inbound control messages per peer and second past a burst; more are dropped as flooding (swarm/node/rate_limit.py).
+    # Inbound control messages per peer and second past a burst; more are dropped as flooding (swarm/transport/rate_limit.py).
     # The burst is what a sender's outbound queue holds (swarm/transport/control.py): the backlog an honest peer
     # delivers at once after a partition heals must never count as a flood.
     control_messages_per_s: float = field(default=200.0, metadata={"min": 1.0})

@@ -24,10 +24,9 @@ def node(tmp_path):
     generator = torch.Generator().manual_seed(0)
     for key in keys:
         raw = make_push(node, key, torch.randn(node.dim, generator=generator) * 1e-2)
-        node.pool.add(node._verify_gradient(raw, 1, node.state.hash))
+        node.pool.add(node.verify_gradient(raw, 1, node.state.hash))
     yield node
-    node._state_pool.shutdown(wait=True)
-    node.store.close()
+    node.close()
 
 
 def make_push(node, key, vector) -> bytes:

@@ -83,16 +83,15 @@ def test_a_leader_equivocating_to_a_node_is_convicted_by_its_next_proposal(tmp_p
 
     async def equivocate() -> None:
         for variant in (1, 2):
-            await node._on_control(leader.peer_id, proposal(variant))
+            await node.inbound.on_control(leader.peer_id, proposal(variant))
 
     asyncio.run(equivocate())
     assert [e.leader for e in node.evidence.pending.values()] == [leader.peer_id]
-    params = node._entry_params()
+    params = node.worker.entry_params()
     _signers, convicted = entry_extras(node.genesis, params, 1, None)
     assert convicted == {leader.peer_id}
     table = reputation.update(node.state.reputation, reputation.RoundObservation(
         frozenset(), frozenset(), {}, {}, None, convicted))
     assert dict(table)[leader.peer_id].penalties == 1
     assert all(rep.penalties == 0 for peer, rep in table if peer != leader.peer_id)
-    node._state_pool.shutdown(wait=True)
-    node.store.close()
+    node.close()

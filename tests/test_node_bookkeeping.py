@@ -36,7 +36,7 @@ def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatc
         unsynced_at_encode.append(node.store._chain_unsynced), real_encode(*args))[1])
     node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
     assert node.store._chain_unsynced
-    node._execute(Broadcast(Prepare(1, 2, b"e" * 32, node.id)))
+    node.execute(Broadcast(Prepare(1, 2, b"e" * 32, node.id)))
     assert unsynced_at_encode == [False]
     assert node.store.get_meta("chain_synced_through") == 1
     node.store.close()
@@ -102,9 +102,9 @@ def test_serving_our_state_syncs_first_and_serializes_once_per_state(tmp_path, m
     real = ReplicatedState.serialize
     monkeypatch.setattr(ReplicatedState, "serialize", lambda self: (calls.append(1), real(self))[1])
     node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
-    first = asyncio.run(node._get_payload(node.state.hash))
+    first = asyncio.run(node.payloads.get(node.state.hash))
     assert not node.store._chain_unsynced
-    assert asyncio.run(node._get_payload(node.state.hash)) is first and len(calls) == 1
+    assert asyncio.run(node.payloads.get(node.state.hash)) is first and len(calls) == 1
     assert ReplicatedState.deserialize(first, node.dim, node.genesis.peer_ids).hash == node.state.hash
     node.store.close()
 
@@ -124,19 +124,19 @@ def test_a_payload_pushed_again_is_dropped_before_verification(tmp_path, monkeyp
     sender = load_key(tmp_path / "keys" / "node1.pem")
     raw = make_gradient(sender, node.genesis.swarm_id, 1, node.state.hash,
                         node.compressor.compress(torch.full((node.dim,), 1e-3)))
+    import swarm.node.node as node_module
     verified = []
-    real_verify = node._verify_gradient
-    monkeypatch.setattr(node, "_verify_gradient", lambda *args: (verified.append(1), real_verify(*args))[1])
+    real_open = node_module.open_gradient
+    monkeypatch.setattr(node_module, "open_gradient", lambda *args: (verified.append(1), real_open(*args))[1])
 
     async def push_three_times() -> None:
         for _ in range(3):
-            await node._on_payload(sender.peer_id, digest_of(raw), raw)
+            await node.inbound.on_payload(sender.peer_id, digest_of(raw), raw)
 
     asyncio.run(push_three_times())
     assert len(verified) == 1 and node.metrics.duplicate_pushes == 2
     assert [g.sender for g in node.pool.for_round(1, node.state.hash)] == [sender.peer_id]
-    node._state_pool.shutdown(wait=True)
-    node.store.close()
+    node.close()
 
 
 def test_our_own_gradient_counts_towards_readiness_before_every_peer_took_it(tmp_path, monkeypatch):
@@ -158,27 +158,23 @@ def test_our_own_gradient_counts_towards_readiness_before_every_peer_took_it(tmp
         key = load_key(tmp_path / "keys" / f"{name}.pem")
         raw = make_gradient(key, node.genesis.swarm_id, 1, node.state.hash,
                             node.compressor.compress(torch.full((node.dim,), 1e-3)))
-        node.pool.add(node._verify_gradient(raw, 1, node.state.hash))
+        node.pool.add(node.verify_gradient(raw, 1, node.state.hash))
     push_started = []
 
     async def unreachable_push(raw, to=None):
         push_started.append(1)
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(node, "_push", unreachable_push)
+    monkeypatch.setattr(node.transport, "push", unreachable_push)
 
     async def scenario() -> bool:
-        task = asyncio.create_task(node._train_and_push(1, node.state, []))
+        node.start_round()
+        deadline = asyncio.get_running_loop().time() + 60
         while not push_started:
-            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, "our gradient was never pushed"
             await asyncio.sleep(0.01)
-        ready_timer_started = node._ready_timer is not None
-        task.cancel()
-        node._cancel_ready_timer()
-        return ready_timer_started
+        return node.readiness.next_deadline() is not None  # the grace period of a quorum has begun
 
     assert asyncio.run(scenario())
     assert node.pool.count(1, node.state.hash) == 3
-    node._train_pool.shutdown(wait=True)
-    node._state_pool.shutdown(wait=True)
-    node.store.close()
+    node.close()

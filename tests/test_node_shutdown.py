@@ -39,7 +39,7 @@ def test_stop_while_the_ticker_is_woken_returns_promptly(tmp_path):
             task = await _run_until_round(node, 2 + attempt, 60)
             for _ in range(attempt):
                 await asyncio.sleep(0)
-            node._wake.set()
+            node.wake()
             node.stop()
             await asyncio.wait_for(task, 15)  # raises TimeoutError when a task outlived the shutdown
             stopped_at.append(node.state.round)

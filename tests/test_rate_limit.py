@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from swarm.node.rate_limit import PeerRateLimiter, TokenBucket
+from swarm.transport.rate_limit import PeerRateLimiter, TokenBucket
 
 
 def test_bucket_gives_its_burst_then_its_rate():
@@ -45,8 +45,8 @@ def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
     async def scenario() -> None:
         # Valid envelopes from a member (the core then drops them: their inner signature is empty).
         for i in range(burst + 150):
-            await node._on_control(flooder.peer_id, encode_message(flooder, swarm_id, Heartbeat(1, i, flooder.peer_id)))
-        await node._on_control(honest.peer_id, encode_message(honest, swarm_id, Heartbeat(1, 0, honest.peer_id)))
+            await node.inbound.on_control(flooder.peer_id, encode_message(flooder, swarm_id, Heartbeat(1, i, flooder.peer_id)))
+        await node.inbound.on_control(honest.peer_id, encode_message(honest, swarm_id, Heartbeat(1, 0, honest.peer_id)))
 
     asyncio.run(scenario())
     assert node.metrics.rejected["flooding"] >= 5  # penalised until its local score ran out
@@ -54,5 +54,5 @@ def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
     assert node.scores.is_banned(flooder.peer_id, time.monotonic())
     assert not node.scores.is_banned(honest.peer_id, time.monotonic())
     assert node.scores.get(honest.peer_id).rejected == 0
-    assert not node._may_fetch(flooder.peer_id) and node._may_fetch(honest.peer_id)  # nor may it fetch
+    assert not node.inbound.may_fetch(flooder.peer_id) and node.inbound.may_fetch(honest.peer_id)  # nor may it fetch
     node.store.close()

@@ -23,12 +23,12 @@ from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo, info_from_p2p_addr
 
 from crypto.keys import NodeKey
 from swarm.config import TransportConfig
-from swarm.node.rate_limit import TokenBucket
 from swarm.transport import bulk, fastpath
 from swarm.transport.base import PeerInfo, PushResult
 from swarm.transport.control import OutboundQueue, Writer
 from swarm.transport.framing import (KIND_DATA, KIND_HELLO, ControlReader, FrameError, StreamClosed, bulk_header,
                                      encode_control)
+from swarm.transport.rate_limit import TokenBucket
 from swarm.transport.security import disable_reuseport, libp2p_key_pair, upgrade_options
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,105 @@
+"""This node's own contribution to a round: train on the committed state (or use the update trained ahead on the
+same parameters), compress with error feedback, sign, keep and push. Training runs in its own thread; the result
+never touches the replicated state, only the gradient pool, as any peer's gradient would.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, Callable
+
+import torch
+
+from crypto.keys import NodeKey
+from crypto.wire import DecodeError
+from swarm.faults.adversary import Adversary
+from swarm.ledger.state import ReplicatedState
+from swarm.node.records import Metrics
+from swarm.round.compression import Compressor
+from swarm.round.gradient import Gradient, make_gradient
+from swarm.round.pool import GradientPool
+from swarm.training.trainer import Trainer
+
+log = logging.getLogger("swarm.node")
+
+
+class Contributor:
+    def __init__(self, key: NodeKey, swarm_id: str, trainer: Trainer, compressor: Compressor,
+                 adversary: Adversary | None, pool: GradientPool, metrics: Metrics,
+                 verify: Callable[[bytes, int, bytes], Gradient], push: Callable[[bytes], Awaitable[None]]):
+        self.key, self.swarm_id = key, swarm_id
+        self.trainer, self.compressor, self.adversary = trainer, compressor, adversary
+        self.pool, self._verify, self._push = pool, verify, push
+        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix="train")  # training and evaluation share it
+        self.metrics = metrics
+        # (round, parameters, future update) of a local update trained ahead of its round's commit
+        self._ahead: tuple[int, torch.Tensor, asyncio.Future] | None = None
+
+    async def contribute(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor],
+                         still_pending: Callable[[], bool], on_kept: Callable[[], None]) -> None:
+        """Train, seal and keep our gradient for ``round_`` on ``state``, then push it to every peer. ``on_kept``
+        runs as soon as it is in the pool: it counts towards readiness at once, not once every peer took it (one
+        may be unreachable for seconds)."""
+        loop = asyncio.get_running_loop()
+        try:
+            update = await self._local_update(round_, state)
+            sealed = await loop.run_in_executor(self.pool_thread, self._seal, round_, state, update, observed)
+        except Exception:
+            log.exception("local training failed for round %d", round_)
+            return
+        if not still_pending():
+            return  # the swarm moved on while we trained
+        for _raw, gradient in sealed:
+            if gradient is not None:
+                self.pool.add(gradient)
+        on_kept()
+        for raw, _gradient in sealed:
+            await self._push(raw)
+
+    def train_ahead(self, round_: int, params: torch.Tensor) -> None:
+        """Start training ``round_`` on the parameters our own aggregate of the previous round gives, while that
+        round is still being agreed on. The commit nearly always names the same gradients, so the committed state
+        then holds this very parameter tensor and the update is used as is (it is signed only after the commit,
+        on the committed state hash); otherwise it is dropped. Training is local, never replicated: it may start
+        from anything, and the three-phase commit no longer leaves the CPU idle."""
+        future = asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.local_update, params)
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        self._ahead = (round_, params, future)
+
+    async def evaluate(self, params: torch.Tensor) -> tuple[float, float]:
+        """(loss, accuracy) of ``params``; in the training thread, after any step, since they share the model."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.evaluate, params)
+
+    def close(self) -> None:
+        self.pool_thread.shutdown(wait=True, cancel_futures=True)
+
+    async def _local_update(self, round_: int, state: ReplicatedState) -> torch.Tensor:
+        """The update trained ahead on these very parameters, or a fresh one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == round_ and ahead[1] is state.params:
+            try:
+                update = await ahead[2]
+                self.metrics.trained_ahead += 1
+                return update
+            except Exception:
+                log.exception("training ahead for round %d failed; training again", round_)
+        return await asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.local_update,
+                                                                state.params)
+
+    def _seal(self, round_: int, state: ReplicatedState, update: torch.Tensor,
+              observed: list[torch.Tensor]) -> list[tuple[bytes, Gradient | None]]:
+        """Training thread: optional attack, compression, signing. Each envelope to push comes with the gradient
+        to keep, checked by the very function receivers use (None: an attack profile's garbage or stale message,
+        pushed but not kept)."""
+        if self.adversary is not None:
+            envelopes = self.adversary.payloads(update, round_, state, observed)
+        else:
+            envelopes = [make_gradient(self.key, self.swarm_id, round_, state.hash, self.compressor.compress(update))]
+        sealed = []
+        for raw in envelopes:
+            try:
+                sealed.append((raw, self._verify(raw, round_, state.hash)))
+            except DecodeError:
+                sealed.append((raw, None))
+        return sealed

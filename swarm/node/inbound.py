@@ -1,0 +1,116 @@
+"""Inbound admission: what a peer's bytes must pass before the node acts on them.
+
+Control messages: not banned, under the per-peer rate (flooding is penalised), a well-formed envelope signed by
+the connection's own peer, a decodable consensus message; then the core gets it. Gradient pushes: not banned, a
+round the pool accepts, not a payload already held (dropped before any decoding), then the receiver's checks
+(signature, membership, round, parent, size, decodable, finite) off the event loop. Every refusal is counted by
+reason and lowers the sender's local score, which decides bans; none of it reaches the replicated state.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from consensus.messages import Message
+from crypto.envelope import open_envelope, peek as peek_envelope
+from crypto.wire import DecodeError
+from swarm.ledger.store import Store
+from swarm.node.core_link import decode_message
+from swarm.node.peer_scores import PeerScores
+from swarm.node.records import Metrics
+from swarm.round.gradient import Gradient
+from swarm.round.pool import GradientPool
+from swarm.transport.rate_limit import PeerRateLimiter
+
+log = logging.getLogger("swarm.node")
+
+MAX_CONTROL_ENVELOPE_BYTES = 4 << 20
+
+
+class Inbound:
+    def __init__(self, swarm_id: str, members: set[str], scores: PeerScores, limiter: PeerRateLimiter,
+                 pool: GradientPool, store: Store, metrics: Metrics, max_payload_bytes: int,
+                 verify: Callable[..., Gradient], parent_for: Callable[[int], bytes | None],
+                 on_message: Callable[[Message], None], on_gradient: Callable[[Gradient], None],
+                 on_duplicate: Callable[[], None]):
+        self.swarm_id, self.members = swarm_id, members
+        self.scores, self.limiter, self.pool, self.store = scores, limiter, pool, store
+        self.max_payload_bytes = max_payload_bytes
+        self._verify, self._parent_for = verify, parent_for
+        self._on_message, self._on_gradient, self._on_duplicate = on_message, on_gradient, on_duplicate
+        self.metrics = metrics
+
+    async def on_control(self, peer: str, data: bytes) -> None:
+        if not self._admit(peer, data):
+            return
+        if not self.limiter.allow(peer, time.monotonic()):
+            self.reject(peer, "flooding", f"over {self.limiter.rate:g} control messages/s")
+            return
+        try:
+            envelope = open_envelope(data, self.swarm_id, MAX_CONTROL_ENVELOPE_BYTES)
+            if envelope.sender != peer:
+                raise DecodeError("relayed", "envelope signer is not the connection's peer")
+            message = decode_message(envelope)
+        except DecodeError as exc:
+            self.reject(peer, exc.reason, str(exc))
+            return
+        self.scores.reward(peer)
+        self._on_message(message)
+
+    async def on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
+        if not self._admit(peer, data):
+            return
+        try:  # the head only: the event loop neither copies nor parses megabytes just to route them
+            _type, _term, round_ = peek_envelope(data, self.max_payload_bytes)
+        except DecodeError as exc:
+            self.reject(peer, exc.reason, str(exc))
+            return
+        if not self.pool.accepts_round(round_):
+            self.metrics.rejected["stale_or_future_round"] += 1
+            return
+        if self.pool.by_digest(digest) is not None:  # a re-push (a reconnect, a handover, a peer repeating itself):
+            self.metrics.duplicate_pushes += 1       # the same bytes were verified once already, so not again
+            self._on_duplicate()
+            return
+        parent = self._parent_for(round_)
+        loop = asyncio.get_running_loop()
+        try:  # hashing and decoding megabytes: off the event loop; the transport has checked the digest
+            gradient = await loop.run_in_executor(None, self._verify, data, round_, parent, digest)
+        except DecodeError as exc:
+            self.reject(peer, exc.reason, str(exc))
+            return
+        self._on_gradient(gradient)
+
+    def keep_gradient(self, gradient: Gradient) -> bool:
+        """Add a verified gradient to the pool; False (and an equivocation reported) for a second one from its
+        sender for the same round."""
+        if self.pool.add(gradient) is not None:
+            self.reject(gradient.sender, "equivocation", f"two gradients for round {gradient.round}")
+            return False
+        return True
+
+    async def on_misbehaviour(self, peer: str, reason: str) -> None:
+        self.reject(peer, reason, "reported by the transport")
+
+    def may_fetch(self, peer: str) -> bool:
+        """Transport thread: a banned peer gets nothing from us, fetches included."""
+        return not self.scores.is_banned(peer, time.monotonic())
+
+    def reject(self, peer: str, reason: str, detail: str) -> None:
+        self.metrics.rejected[reason] += 1
+        self.scores.penalize(peer, reason, time.monotonic(), detail)
+        entry = self.scores.get(peer)
+        if peer in self.members:
+            self.store.put_local_score(peer, entry.score, entry.rejected, reason)
+
+    def _admit(self, peer: str, data: bytes) -> bool:
+        """Count what arrived; False for a banned peer, whose messages are dropped unread (counted, not penalised
+        again)."""
+        self.metrics.bytes_in += len(data)
+        if self.scores.is_banned(peer, time.monotonic()):
+            self.metrics.rejected["banned"] += 1
+            self.scores.get(peer).reasons["banned"] += 1
+            return False
+        return True

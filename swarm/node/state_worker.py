@@ -1,0 +1,210 @@
+"""The state worker: the one place that reads or replaces the node's replicated state.
+
+Every job that touches it (build our proposal, validate a leader's, apply a committed entry) runs through one FIFO
+queue, in order, with the tensor work in the single state thread so the event loop keeps answering heartbeats. A
+committed entry that cannot be applied yet (payloads unreachable, or a state hash that differs from the
+certificate's) is retried, or replaced by a certified snapshot fetched from a peer; it is never skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from consensus.events import ProposalBuilt, ValidationResult
+from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain
+from crypto.wire import DecodeError
+from swarm.faults.divergence import off_by_one_ulp
+from swarm.ledger.apply import Applied, InvalidEntry
+from swarm.ledger.state import ReplicatedState
+
+if TYPE_CHECKING:
+    from swarm.node.node import Node
+
+log = logging.getLogger("swarm.node")
+
+APPLY_RETRY_S = 1.0
+
+
+class StateWorker:
+    def __init__(self, node: Node):
+        self.node = node
+        self.pending: dict[int, CommittedEntry] = {}  # committed, waiting for their turn to apply
+        self._jobs: asyncio.Queue = asyncio.Queue()
+        self._retry_scheduled = False
+
+    async def run(self) -> None:
+        while True:
+            job, *args = await self._jobs.get()
+            try:
+                await job(*args)
+            except Exception:
+                log.exception("state job %s failed", job.__name__)
+
+    def build(self, round_: int, parent: bytes) -> None:
+        self._jobs.put_nowait((self._build, round_, parent))
+
+    def validate(self, term: int, round_: int, entry: Entry) -> None:
+        self._jobs.put_nowait((self._validate, term, round_, entry))
+
+    def commit(self, committed: CommittedEntry) -> None:
+        """Register a committed entry to apply. Known at once, not when the worker reaches its job: a node
+        catching up that cannot replay an old round (its payloads pruned everywhere) resyncs to the newest commit
+        it holds, not the next one."""
+        if committed.entry.round > self.node.state.round:
+            self.pending[committed.entry.round] = committed
+        self._jobs.put_nowait((self._apply_committed,))
+
+    def entry_params(self) -> dict:
+        """What a leader adds to its entry: the previous commit certificate (for consensus participation) and
+        equivocation evidence not yet committed."""
+        node = self.node
+        params: dict[str, Any] = {}
+        late = node.core.certificate_with_late_commits(node.state.round)  # every Commit seen, not the first 2f+1
+        if late is not None:
+            params["prev_cert"] = commit_cert_to_plain(late)
+        elif (previous := node.store.row(node.state.round)) is not None:
+            params["prev_cert"] = previous.certificate
+        evidence = node.evidence.for_proposal()
+        if evidence:
+            params["evidence"] = evidence
+        return params
+
+    def speculate(self, round_: int) -> asyncio.Future | None:
+        """Start aggregating the gradients we hold now: a leader proposes the same set in the common case, so
+        validating its proposal then costs only the cheap reputation step."""
+        node = self.node
+        if round_ != node.state.round + 1:
+            return None
+        gradients = node.pool.for_round(round_, node.state.hash)
+        if len(gradients) < node.genesis.quorum:
+            return None
+        future = node.entries.aggregate(node.state, gradients)
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        return future
+
+    async def _build(self, round_: int, parent: bytes) -> None:
+        node = self.node
+        state = node.state
+        if round_ != state.round + 1 or parent != state.hash:
+            log.warning("asked to build round %d on a state we do not hold", round_)
+            return
+        gradients = node.pool.for_round(round_, state.hash)
+        if len(gradients) < node.genesis.quorum:
+            log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
+            return
+        params = self.entry_params()
+        applied = await node.entries.apply_gradients(state, gradients, params)
+        entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
+                      rule=node.rules.rule, params=params, state_hash=applied.state.hash,
+                      parent_state_hash=state.hash)
+        node.entries.applied[entry.digest()] = applied
+        node.step(ProposalBuilt(entry))
+
+    async def _validate(self, term: int, round_: int, entry: Entry) -> None:
+        node = self.node
+        ok = False
+        try:
+            applied = await node.entries.derive(node.state, entry)
+            ok = applied.state.hash == entry.state_hash
+            if ok:
+                node.entries.applied[entry.digest()] = applied
+            else:
+                log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
+        except (InvalidEntry, DecodeError) as exc:
+            log.warning("proposal for round %d in term %d is invalid: %s", round_, term, exc)
+        node.mark_phase(term, round_, "validated")
+        node.step(ValidationResult(term, round_, entry.digest(), ok))
+
+    async def _apply_committed(self) -> None:
+        """Apply committed entries in round order; one that cannot be applied yet is retried shortly."""
+        while (committed := self.pending.get(self.node.state.round + 1)) is not None:
+            if not await self._apply_one(committed):
+                if not self._retry_scheduled:
+                    self._retry_scheduled = True
+                    asyncio.get_running_loop().call_later(APPLY_RETRY_S, self._retry)
+                return
+        for stale in [r for r in self.pending if r <= self.node.state.round]:
+            del self.pending[stale]
+
+    def _retry(self) -> None:
+        self._retry_scheduled = False
+        self._jobs.put_nowait((self._apply_committed,))
+
+    async def _apply_one(self, committed: CommittedEntry) -> bool:
+        node = self.node
+        entry = committed.entry
+        try:
+            applied = await node.entries.derive(node.state, entry)
+        except (InvalidEntry, DecodeError) as exc:
+            log.warning("round %d cannot be applied from its payloads (%s): trying the certified snapshot",
+                        entry.round, exc)
+            applied = None
+        if applied is not None and entry.round == node.config.fault_injection.diverge_at_round:
+            applied = off_by_one_ulp(applied)
+        if applied is not None and applied.state.hash != entry.state_hash:
+            node.divergence(f"round {entry.round}: applying the committed entry gave another state hash")
+            applied = None
+        if applied is None:
+            # The newest committed state is the one peers most likely hold as their current state.
+            newest = self.pending[max(self.pending)] if self.pending else committed
+            for target in dict.fromkeys([newest, committed]):
+                if await self._resync_from_snapshot(target.entry):
+                    committed = target
+                    break
+            else:
+                return False
+        else:
+            self._adopt(committed, applied)
+        node.entries.round_done()
+        await node.after_commit(committed, applied)
+        return True
+
+    def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
+        """Make the applied state ours; its gradients are written to the store (in a thread) for restarts,
+        audits and lagging peers."""
+        node = self.node
+        entry = committed.entry
+        rows = []
+        for digest in entry.gradient_digests:
+            gradient = node.pool.by_digest(digest) or node.entries.fetched.get(digest)
+            if gradient is not None:
+                rows.append((digest, gradient.round, gradient.sender, gradient.raw))
+            elif node.store.gradient_envelope(digest) is None:
+                log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
+        asyncio.get_running_loop().run_in_executor(None, node.store.add_gradients, rows)
+        node.evidence.on_commit(entry.params.get("evidence", []), entry.round)
+        node.state = applied.state
+
+    async def _resync_from_snapshot(self, entry: Entry) -> bool:
+        """Replace our state by a peer's snapshot whose hash the commit certificate signs (fetched by that hash)."""
+        node = self.node
+        raw = await node.fetch(entry.state_hash)
+        if raw is None:
+            log.error("no peer could give the certified snapshot of round %d", entry.round)
+            return False
+        try:
+            state = ReplicatedState.deserialize(raw, node.dim, node.genesis.peer_ids)
+        except DecodeError as exc:
+            log.error("certified snapshot of round %d is malformed: %s", entry.round, exc)
+            return False
+        if state.hash != entry.state_hash or state.round != entry.round:
+            return False
+        node.state = state
+        node.store.save_snapshot(state.round, state.hash, raw)
+        node.diverged = None
+        node.metrics.snapshot_resyncs += 1
+        log.warning("resynchronised from the certified snapshot of round %d", entry.round)
+        return True
+
+    async def snapshot(self, state: ReplicatedState) -> None:
+        """Write a snapshot of ``state`` and apply the disk retention (consensus.keep_*): megabytes to serialize,
+        write and fsync, all in a worker thread."""
+        await asyncio.to_thread(self._snapshot_and_prune, state)
+
+    def _snapshot_and_prune(self, state: ReplicatedState) -> None:
+        store, consensus = self.node.store, self.node.config.consensus
+        store.save_snapshot(state.round, state.hash, state.serialize())
+        snapshots, payloads = store.prune(consensus.keep_snapshots, consensus.keep_payload_rounds)
+        if snapshots or payloads:
+            log.debug("pruned %d snapshot(s) and %d payload file(s) at round %d", snapshots, payloads, state.round)
