@@ -13,6 +13,10 @@ from .messages import (CommitCertificate, Evidence, Message, NewTerm, PreparedCe
                        signing_bytes)
 
 
+NOT_MEMBER = "not_member"
+BAD_SIGNATURE = "bad_signature"
+
+
 class Crypto(Protocol):
     """Injected by the node: signs as this node, verifies any member's signature. Pure computation."""
 
@@ -69,14 +73,26 @@ class Verifier:
         kind, term, rnd, digest, sender = signed_fields(msg)
         return self.check(kind, term, rnd, digest, sender, msg.sig)
 
+    def signers(self, kind: str, term: int, round: int, digest: bytes,
+                sigs: Iterable[tuple[str, bytes]]) -> tuple[set[str], list[tuple[str, str]]]:
+        """(the distinct members whose signature over (kind, term, round, digest) verifies, a (signer, why) pair
+        for every signature that does not, why being NOT_MEMBER or BAD_SIGNATURE). The one reading of a
+        certificate's signatures, for the core and for the ledger's checks of certificates inside entries."""
+        valid: set[str] = set()
+        rejected: list[tuple[str, str]] = []
+        for signer, sig in sigs:
+            if signer not in self.membership:
+                rejected.append((signer, NOT_MEMBER))
+            elif self.check(kind, term, round, digest, signer, sig):
+                valid.add(signer)
+            else:
+                rejected.append((signer, BAD_SIGNATURE))
+        return valid, rejected
+
     def quorum_of(self, kind: str, term: int, round: int, digest: bytes, sigs) -> bool:
         """At least Q distinct members validly signed (kind, term, round, digest)."""
-        signers = set()
-        for signer, sig in sigs:
-            if signer in signers or not self.check(kind, term, round, digest, signer, sig):
-                continue
-            signers.add(signer)
-        return len(signers) >= self.membership.quorum
+        valid, _rejected = self.signers(kind, term, round, digest, sigs)
+        return len(valid) >= self.membership.quorum
 
     def prepared(self, cert: PreparedCertificate) -> bool:
         return cert.entry.round == cert.round and self.quorum_of("prepare", cert.term, cert.round, cert.digest,
@@ -98,6 +114,7 @@ class Verifier:
         return len(voters) >= self.membership.quorum
 
     def evidence(self, e: Evidence) -> bool:
+        """Two different digests, each signed in a PrePrepare for one (term, round) by the same member."""
         return (e.digest_a != e.digest_b
                 and self.check("preprepare", e.term, e.round, e.digest_a, e.leader, e.sig_a)
                 and self.check("preprepare", e.term, e.round, e.digest_b, e.leader, e.sig_b))

@@ -10,7 +10,7 @@ from consensus.actions import (Apply, BuildProposal, LoadEntries, PersistEntry, 
 from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Tick, ValidationResult
 from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, EvidenceMessage,
                                 Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote, signing_bytes)
-from consensus.quorum import Membership, Verifier
+from consensus.quorum import BAD_SIGNATURE, NOT_MEMBER, Membership, Verifier
 from consensus.replica import CANDIDATE, ELECTING, FOLLOWER, LEADER
 from consensus.state import HardState, PersistedState
 from consensus.timing import AdaptiveTimeouts, TimingConfig
@@ -49,6 +49,19 @@ def test_signature_binds_version_swarm_type_term_round_digest_and_sender():
     other_swarm = Verifier("another-swarm", Membership(MEMBERS), RING.signer("a"))
     assert not other_swarm.message(p)
     assert signing_bytes(SWARM, "prepare", 1, 1, p.digest, "b") != signing_bytes(SWARM, "commit", 1, 1, p.digest, "b")
+
+
+def test_a_certificates_signers_are_its_distinct_members_with_valid_signatures_and_the_rest_are_named():
+    verifier = Verifier(SWARM, Membership(MEMBERS), RING.signer("a"))
+    e = entry()
+    good = [(c.sender, c.sig) for c in (commit(1, e, "a"), commit(1, e, "b"))]
+    forged = ("c", commit(1, e, "d").sig)
+    sigs = good + [good[0], forged, ("mallory", good[1][1])]
+    valid, rejected = verifier.signers("commit", 1, e.round, e.digest(), sigs)
+    assert valid == {"a", "b"}
+    assert rejected == [("c", BAD_SIGNATURE), ("mallory", NOT_MEMBER)]
+    assert not verifier.quorum_of("commit", 1, e.round, e.digest(), sigs)  # two distinct signers, Q = 3
+    assert verifier.quorum_of("commit", 1, e.round, e.digest(), sigs + [(c.sender, c.sig) for c in [commit(1, e, "d")]])
 
 
 def test_messages_with_forged_or_foreign_signatures_are_ignored():

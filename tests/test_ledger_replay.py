@@ -233,3 +233,25 @@ def test_the_audit_does_not_replay_an_entry_that_its_digest_does_not_name(chain,
     report = audit_store(data_dir, chain.genesis, chain.config)
     assert [(f.round, f.check) for f in report.findings] == [(3, "digest")]
     assert report.replayed == 2 and report.from_snapshot == []  # rounds 3 and 4 have no snapshot to resume from
+
+
+def test_the_audit_names_each_certificate_signature_that_does_not_count(chain, tmp_path):
+    data_dir = chain.copy(tmp_path / "node")
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        cert = wire.loads(db.execute("SELECT certificate FROM chain WHERE round = 3").fetchone()[0])
+        cert["sigs"][0][1] = bytes([cert["sigs"][0][1][0] ^ 1]) + cert["sigs"][0][1][1:]
+        cert["sigs"][1][0] = "12D3KooWNotAMember"
+        db.execute("UPDATE chain SET certificate = ? WHERE round = 3", (wire.dumps(cert),))
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert sorted(f.detail for f in report.findings) == [
+        "2 distinct valid signers, 3 needed", "signature of node0 does not verify",
+        "signer 12D3KooWNotAMemb is not a genesis member"]
+    assert {f.round for f in report.findings} == {3}
+
+
+def test_a_malformed_certificate_or_signature_is_named_not_raised(chain):
+    from swarm.ledger.entry_rules import valid_commit_signers
+    assert valid_commit_signers(chain.genesis, {"sigs": []}, 1, b"\0" * 32) == (set(), ["certificate is malformed"])
+    valid, problems = valid_commit_signers(chain.genesis, {"term": 1, "sigs": [["node0"], [1, b"sig"]]}, 1,
+                                           b"\0" * 32)
+    assert valid == set() and problems == ["certificate holds a malformed signature"] * 2

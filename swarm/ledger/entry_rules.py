@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from consensus.messages import evidence_from_plain, signing_bytes
+from consensus.messages import evidence_from_plain
+from consensus.quorum import NOT_MEMBER, Membership, Verifier
 from crypto import wire
 from crypto.keys import verify_by_peer_id
 from crypto.wire import DecodeError
@@ -41,27 +42,33 @@ def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:
     return genesis_state(initial_parameters(config, genesis), genesis.peer_ids, genesis_hash(genesis))
 
 
+class _VerifyOnly:
+    """The consensus core's Crypto for checks outside a node: verifies members' signatures, signs nothing."""
+
+    def sign(self, payload: bytes) -> bytes:
+        raise TypeError("the ledger's checks never sign")
+
+    def verify(self, sender_id: str, payload: bytes, sig: bytes) -> bool:
+        return verify_by_peer_id(sender_id, payload, sig)
+
+
+def _verifier(genesis: Genesis) -> Verifier:
+    """The core's signature checks for this genesis's swarm and members (one implementation for both)."""
+    return Verifier(genesis.swarm_id, Membership(genesis.peer_ids), _VerifyOnly())
+
+
 def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes) -> tuple[set[str], list[str]]:
     """(members whose commit signature over (round, digest) verifies, one line per signature that does not)."""
-    members = set(genesis.peer_ids)
-    valid: set[str] = set()
-    problems: list[str] = []
     term = cert.get("term") if isinstance(cert, dict) else None
     sigs = cert.get("sigs") if isinstance(cert, dict) else None
     if not isinstance(term, int) or not isinstance(sigs, list):
-        return valid, ["certificate is malformed"]
-    for item in sigs:
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], bytes)):
-            problems.append("certificate holds a malformed signature")
-            continue
-        signer, sig = item
-        if signer not in members:
-            problems.append(f"signer {signer[:16]} is not a genesis member")
-        elif not verify_by_peer_id(signer, signing_bytes(genesis.swarm_id, "commit", term, round_, digest, signer), sig):
-            problems.append(f"signature of {genesis.name_of(signer)} does not verify")
-        else:
-            valid.add(signer)
+        return set(), ["certificate is malformed"]
+    well_formed = [item for item in sigs if isinstance(item, (list, tuple)) and len(item) == 2
+                   and isinstance(item[0], str) and isinstance(item[1], bytes)]
+    problems = ["certificate holds a malformed signature"] * (len(sigs) - len(well_formed))
+    valid, rejected = _verifier(genesis).signers("commit", term, round_, digest, well_formed)
+    problems += [f"signer {signer[:16]} is not a genesis member" if why == NOT_MEMBER
+                 else f"signature of {genesis.name_of(signer)} does not verify" for signer, why in rejected]
     return valid, problems
 
 
@@ -85,11 +92,7 @@ def convicted_leader(genesis: Genesis, item: Any) -> str:
         evidence = evidence_from_plain(item)
     except DecodeError as exc:
         raise InvalidEntry(f"malformed evidence: {exc}") from None
-    ok = evidence.leader in genesis.peer_ids and evidence.digest_a != evidence.digest_b and all(
-        verify_by_peer_id(evidence.leader, signing_bytes(genesis.swarm_id, "preprepare", evidence.term,
-                                                         evidence.round, digest, evidence.leader), sig)
-        for digest, sig in ((evidence.digest_a, evidence.sig_a), (evidence.digest_b, evidence.sig_b)))
-    if not ok:
+    if not _verifier(genesis).evidence(evidence):
         raise InvalidEntry("evidence does not prove equivocation")
     return evidence.leader
 
