@@ -44,7 +44,8 @@ class Membership:
 
 
 class Verifier:
-    """Checks consensus signatures for one swarm, memoizing results (a cert re-sends signatures already seen)."""
+    """Checks consensus signatures for one swarm, memoizing results (a cert re-sends signatures already seen).
+    The node's only signature cache: the Crypto it is given verifies every call."""
 
     def __init__(self, swarm_id: str, membership: Membership, crypto: Crypto, cache_size: int = 4096):
         self.swarm_id = swarm_id

@@ -64,6 +64,24 @@ def test_a_certificates_signers_are_its_distinct_members_with_valid_signatures_a
     assert verifier.quorum_of("commit", 1, e.round, e.digest(), sigs + [(c.sender, c.sig) for c in [commit(1, e, "d")]])
 
 
+def test_each_signature_is_verified_once_however_often_certificates_repeat_it():
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def verify(self, sender_id, payload, sig):
+            self.calls += 1
+            return self.inner.verify(sender_id, payload, sig)
+
+    crypto = Counting(RING.signer("a"))
+    verifier = Verifier(SWARM, Membership(MEMBERS), crypto)
+    e = entry()
+    sigs = [(c.sender, c.sig) for c in (commit(1, e, "a"), commit(1, e, "b"), commit(1, e, "c"))]
+    for _ in range(3):
+        assert verifier.quorum_of("commit", 1, e.round, e.digest(), sigs)
+    assert crypto.calls == verifier.verifications == 3
+
+
 def test_messages_with_forged_or_foreign_signatures_are_ignored():
     rep = follower_of("b")
     e = entry()

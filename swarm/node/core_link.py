@@ -7,8 +7,6 @@ inside certificates) says who made it, so relaying a signed message is allowed a
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from consensus.messages import (CommittedEntry, Message, committed_to_plain, from_wire, prepared_from_plain,
                                 prepared_to_plain, to_wire)
 from consensus.state import HardState, PersistedState
@@ -18,30 +16,18 @@ from crypto.wire import DecodeError
 
 
 class Ed25519Crypto:
-    """The core's Crypto: signs as this node, verifies any member's signature, remembering recent successes
-    (the same Prepare signatures come back inside certificates, so each is checked once)."""
+    """The core's Crypto: signs as this node, verifies any member's signature. It keeps no cache: the core's
+    Verifier already remembers each signature it checked (the same Prepare signatures come back inside
+    certificates), so a second cache here would only hold the same results twice."""
 
-    def __init__(self, key: NodeKey, cache_size: int = 8192):
+    def __init__(self, key: NodeKey):
         self._key = key
-        self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
-        self._cache_size = cache_size
-        self.verifications = 0
 
     def sign(self, payload: bytes) -> bytes:
         return self._key.sign(payload)
 
     def verify(self, sender_id: str, payload: bytes, sig: bytes) -> bool:
-        key = (sender_id, payload, sig)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return True
-        self.verifications += 1
-        if not verify_by_peer_id(sender_id, payload, sig):
-            return False
-        self._verified[key] = None
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
-        return True
+        return verify_by_peer_id(sender_id, payload, sig)
 
 
 def encode_message(key: NodeKey, swarm_id: str, message: Message) -> bytes:
