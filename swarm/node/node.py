@@ -11,10 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-
-import torch
 
 from consensus.actions import (Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
                                ReportEvidence, Send, ValidateProposal, WakeAt)
@@ -25,7 +22,6 @@ from consensus.timing import TimingConfig
 from crypto.keys import NodeKey
 from swarm.config import Genesis, NodeConfig
 from swarm.faults.adversary import Adversary
-from swarm.ledger import reputation
 from swarm.ledger.apply import Applied
 from swarm.ledger.entry_rules import genesis_hash, open_gradient, rules_of
 from swarm.ledger.evidence import EvidenceBook
@@ -39,7 +35,8 @@ from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
 from swarm.node.inbound import Inbound
 from swarm.node.peer_scores import PeerScores
-from swarm.node.records import Metrics, PhaseClock, RoundRecord
+from swarm.node.records import Metrics, PhaseClock
+from swarm.node.round_log import RoundLog
 from swarm.node.serve import PayloadServer
 from swarm.node.state_worker import StateWorker
 from swarm.round.compression import Compressor
@@ -52,7 +49,6 @@ from swarm.transport.rate_limit import PeerRateLimiter
 
 log = logging.getLogger("swarm.node")
 
-HISTORY_ROUNDS = 512  # rounds of loss/accuracy/reputation kept in memory for the API (the store keeps the chain)
 TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/node/heap.py)
 SHUTDOWN_TASK_TIMEOUT_S = 5.0  # how long shutdown waits for a cancelled task before exiting without it
 
@@ -80,7 +76,6 @@ class Node:
         self.pool = GradientPool()
         self.scores = PeerScores()
         self.metrics = Metrics()
-        self.history: deque[RoundRecord] = deque(maxlen=HISTORY_ROUNDS)
         self.evidence = EvidenceBook(self.store)
         self.readiness = RoundReadiness(self.id, genesis.n, genesis.quorum)
         self.inbound = Inbound(genesis.swarm_id, self.members, self.scores,
@@ -90,9 +85,9 @@ class Node:
                                self.check_ready)
         self.contributor = Contributor(key, genesis.swarm_id, self.trainer, self.compressor, self.adversary,
                                        self.pool, self.metrics, self.verify_gradient, self.push)
+        self.rounds = RoundLog(genesis, self.contributor.evaluate, config.training.eval_every, config.max_rounds)
         self.diverged: str | None = None
         self.started = time.time()
-        self.last_eval: tuple[float, float] | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
         self.phases = PhaseClock()
         self.payloads = PayloadServer(self.pool, self.store, lambda: self.state)
@@ -440,14 +435,7 @@ class Node:
             self.metrics.commit_seconds.append(seconds)
         if entry.round % self.config.consensus.snapshot_every == 0:
             self._spawn(self.worker.snapshot(self.state), f"snapshot-{entry.round}")
-        record = RoundRecord(entry.round, committed.cert.term, self.core.leader, entry.state_hash, None, None,
-                             applied.rule_used if applied else entry.rule,
-                             sorted(self.genesis.name_of(p) for p in (applied.aggregated if applied else ())),
-                             sorted(self.genesis.name_of(p) for p in (applied.quarantined if applied else ())),
-                             time.time(),
-                             {self.genesis.name_of(peer): round(reputation.score(rep), 6)
-                              for peer, rep in self.state.reputation})
-        self.history.append(record)
+        record = self.rounds.record(committed, applied, self.state, self.core.leader)
         params = self.state.params
         if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
             log.info("reached max_rounds=%d", self.config.max_rounds)
@@ -456,25 +444,15 @@ class Node:
         if now - self._last_trim >= TRIM_EVERY_S:
             self._last_trim = now
             asyncio.get_running_loop().run_in_executor(None, release_free_memory)
-        every = self.config.training.eval_every
-        final = self.config.max_rounds is not None and record.round >= self.config.max_rounds
-        if every and (record.round % every == 0 or final):
-            self._spawn(self._evaluate(record, params, commit_ms), f"evaluate-{record.round}")
+        if self.rounds.wants_evaluation(record.round):
+            self._spawn(self.rounds.evaluate_and_log(record, params, commit_ms), f"evaluate-{record.round}")
         else:
-            self._log_commit(record, commit_ms)
+            self.rounds.log(record, commit_ms)
 
-    async def _evaluate(self, record: RoundRecord, params: torch.Tensor, commit_ms: str) -> None:
-        try:
-            record.loss, record.accuracy = await self.contributor.evaluate(params)
-        except Exception:
-            log.exception("evaluation of round %d failed", record.round)
-            return
-        if self.history and self.history[-1] is record:
-            self.last_eval = (record.loss, record.accuracy)
-        self._log_commit(record, commit_ms)
+    @property
+    def history(self):
+        return self.rounds.history
 
-    def _log_commit(self, record: RoundRecord, commit_ms: str) -> None:
-        evaluated = "" if record.loss is None else f" loss {record.loss:.4f} acc {record.accuracy:.4f}"
-        log.info("committed round %d term %d leader %s%s hash %s%s", record.round, record.term,
-                 self.genesis.name_of(record.leader) if record.leader else "-", evaluated,
-                 record.state_hash.hex()[:12], commit_ms)
+    @property
+    def last_eval(self) -> tuple[float, float] | None:
+        return self.rounds.last_eval
