@@ -82,3 +82,22 @@ def test_no_endpoint_given_asks_for_one(capsys, monkeypatch):
     monkeypatch.delenv("SWARM_API", raising=False)
     assert main(["status"]) == 1
     assert "--api" in capsys.readouterr().err
+
+
+def test_the_api_reads_a_node_through_the_typed_view_and_the_stand_in_provides_it(tmp_path):
+    from crypto.keys import load_key
+    from swarm.config import load_genesis, load_node_config
+    from swarm.node.node import Node
+    from swarm.ops.cluster import ClusterOptions, init_cluster
+    from swarm.ops.view import NodeView
+    from tests.test_inspect_support import fake_node
+
+    assert isinstance(fake_node(), NodeView)
+    specs = init_cluster(tmp_path, ClusterOptions(nodes=4))
+    config = load_node_config(specs[0].config_path)
+    node = Node(config, load_genesis(config.genesis), load_key(config.identity))
+    try:
+        assert isinstance(node, NodeView)  # every name the API and the metrics read is on the node
+        assert not isinstance(object(), NodeView)
+    finally:
+        node.close()

@@ -17,7 +17,7 @@ from crypto.keys import NodeKey
 from swarm.config import Genesis, Member
 from swarm.ledger.apply import RoundRules
 from swarm.ledger.state import genesis_state
-from swarm.node.node import Metrics
+from swarm.node.records import Metrics
 from swarm.node.peer_scores import PeerScores
 
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 import hmac
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from swarm.ledger import reputation
 from swarm.ops.metrics import CONTENT_TYPE, render_node_metrics
-
-if TYPE_CHECKING:
-    from swarm.node.node import Node
-
+from swarm.ops.view import NodeView
 
 NODE = web.AppKey("node", object)
 
 
-def build_app(node: "Node", token: str | None = None) -> web.Application:
+def build_app(node: NodeView, token: str | None = None) -> web.Application:
     middlewares = [_token_middleware(token)] if token else []
     app = web.Application(middlewares=middlewares)
     app[NODE] = node
@@ -56,7 +52,7 @@ def _token_middleware(token: str):
     return check
 
 
-def status_view(node: "Node") -> dict:
+def status_view(node: NodeView) -> dict:
     core = node.core
     now_wall = time.time()
     connected = {peer: info for peer, info in node.transport.peers().items()}
@@ -85,7 +81,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(status_view(request.app[NODE]))
 
 
-def peers_view(node: "Node") -> list[dict]:
+def peers_view(node: NodeView) -> list[dict]:
     floor = node.rules.reputation_floor
     transport_peers = node.transport.peers()
     rows = []
@@ -117,7 +113,7 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response(peers_view(request.app[NODE]))
 
 
-def log_view(node: "Node", start: int, limit: int) -> list[dict]:
+def log_view(node: NodeView, start: int, limit: int) -> list[dict]:
     records = {record.round: record for record in node.history}
     out = []
     for row in node.store.rows(start, limit):
@@ -139,7 +135,7 @@ def log_view(node: "Node", start: int, limit: int) -> list[dict]:
     return out
 
 
-def _senders(node: "Node", digests: list[bytes]) -> list[str]:
+def _senders(node: NodeView, digests: list[bytes]) -> list[str]:
     return sorted(node.store.gradient_senders(digests))
 
 
@@ -154,7 +150,7 @@ async def commit_log(request: web.Request) -> web.Response:
     return web.json_response(log_view(request.app[NODE], start, limit))
 
 
-def history_view(node: "Node", limit: int) -> list[dict]:
+def history_view(node: NodeView, limit: int) -> list[dict]:
     """One row per committed round the node remembers: loss, accuracy, leader, and the reputation table."""
     rows = []
     for record in list(node.history)[-limit:]:
@@ -186,7 +182,7 @@ async def dashboard_index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD_DIR / "index.html")
 
 
-async def start_api(node: "Node", host: str, port: int, token: str | None) -> tuple[web.AppRunner, int]:
+async def start_api(node: NodeView, host: str, port: int, token: str | None) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(build_app(node, token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

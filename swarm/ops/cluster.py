@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,15 +216,6 @@ class Cluster:
 
     def spec(self, name: str) -> NodeSpec:
         return next(s for s in self.specs if s.name == name)
-
-
-def get_json(url: str, timeout: float = 2.0, token: str | None = None) -> Any | None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 def stop_background_cluster(folder: Path, timeout: float = 20.0) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from swarm.config import ConfigError, load_node_config
-from swarm.ops.cluster import get_json
+from swarm.ops.http_json import get_json
 
 
 def check(config_path: str, timeout: float = 3.0) -> str | None:

@@ -7,12 +7,10 @@ committed reputation table); rendering never changes the node.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from swarm.ledger import reputation
-
-if TYPE_CHECKING:
-    from swarm.node.node import Node
+from swarm.ops.view import NodeView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -48,7 +46,7 @@ class Exposition:
         return "\n".join(self._lines) + "\n"
 
 
-def render_node_metrics(node: "Node") -> str:
+def render_node_metrics(node: NodeView) -> str:
     """Every metric of one node, as the text a Prometheus server scrapes from /metrics."""
     m = node.metrics
     names = node.genesis.name_of
