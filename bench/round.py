@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from swarm.ops.cluster import Cluster, ClusterOptions, cores_per_node, free_port, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, cores_per_node, free_port, init_cluster
+from swarm.ops.http_json import get_json
 
 MODEL = "bench.models:mlp_1m"
 WARMUP = 2

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from cli.errors import UserFacingError
+from swarm.ops import http_json
 
 TIMEOUT_S = 5.0
 
@@ -53,18 +52,15 @@ def url_from_data_dir(data_dir: Path) -> str:
 
 def fetch_json(base: str, path: str, token: str | None = None, timeout: float = TIMEOUT_S) -> Any:
     """GET base+path as JSON; every failure becomes one UserFacingError naming the node."""
-    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 401:
+        return http_json.fetch_json(base + path, timeout, token)
+    except http_json.ApiError as exc:
+        if exc.status == 401:
             raise UserFacingError(f"the node at {base} refused the request: missing or wrong --token") from None
-        raise UserFacingError(f"the node at {base} answered {exc.code} to {path}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserFacingError(f"cannot reach the node at {base} ({reason}); is it running?") from None
-    except ValueError:
+        if exc.kind == http_json.STATUS:
+            raise UserFacingError(f"the node at {base} answered {exc.status} to {path}") from None
+        if exc.kind == http_json.UNREACHABLE:
+            raise UserFacingError(f"cannot reach the node at {base} ({exc.detail}); is it running?") from None
         raise UserFacingError(f"the node at {base} sent something that is not JSON for {path}") from None
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cli.errors import UserFacingError
-from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster, stop_background_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster, stop_background_cluster
+from swarm.ops.http_json import get_json
 
 
 def add_parser(subparsers) -> None:

@@ -5,7 +5,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
+from swarm.ops.http_json import get_json
 
 
 @contextmanager

@@ -84,7 +84,8 @@ def test_rounds_json_summary_and_reuse_of_keys(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_node_shuts_down_cleanly_with_exit_code_zero(tmp_path, signum):
-    from swarm.ops.cluster import ClusterOptions, get_json, init_cluster
+    from swarm.ops.cluster import ClusterOptions, init_cluster
+    from swarm.ops.http_json import get_json
     (spec,) = init_cluster(tmp_path, ClusterOptions(nodes=1))
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the node's logging

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from swarm.ops.cluster import ClusterOptions, api_token, get_json, init_cluster
+from swarm.ops.cluster import ClusterOptions, api_token, init_cluster
+from swarm.ops.http_json import get_json
 from tests.netns import NetLab, missing_requirements, stop_processes
 
 WHY_NOT = missing_requirements()

@@ -27,7 +27,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID, Ya
 from crypto.envelope import MessageType, seal
 from crypto.keys import NodeKey, load_key
 from swarm.ledger.store import payload_file
-from swarm.ops.cluster import Cluster, ClusterOptions, get_json, init_cluster
+from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
+from swarm.ops.http_json import get_json
 from swarm.transport import bulk
 from swarm.transport.engine import CONTROL_PROTOCOL
 from swarm.transport.framing import CONTROL_HEADER, KIND_DATA, bulk_header, encode_control

@@ -16,7 +16,7 @@ import pytest
 
 from cli.main import main
 from crypto import wire
-from swarm.ops.cluster import get_json
+from swarm.ops.http_json import get_json
 from tests.cluster_harness import logs_tail, metrics, running_cluster, wait_for_round, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
