@@ -13,6 +13,8 @@ Driving it
                       random.Random(),    # seed it in tests; the core never touches global randomness
                       now)                # monotonic seconds (time.monotonic())
     for action in replica.step(now, event): execute(action)   # IN ORDER, see below
+    batch = ready.ready(replica.step(now, event))    # or grouped as the node runs them: persist, sync, send,
+                                                     # apply, answer requests (consensus/ready.py)
 
 ``members`` is the genesis list of peer ids (strings such as libp2p "12D3KooW..."); n = len(members),
 f = (n-1)//3, quorum Q = 2f+1 when n = 3f+1 (in general ceil((n+f+1)/2), so n=2,3 need 2 and never a bare majority

@@ -26,6 +26,7 @@ def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatc
     an answer to a peer catching up), so the node syncs the row itself first."""
     import swarm.node.node as node_module
     from consensus.actions import Broadcast
+    from consensus.ready import ready
     from consensus.messages import Prepare
     from swarm.ledger.store import ChainRow
 
@@ -36,7 +37,7 @@ def test_a_message_after_a_deferred_row_waits_for_its_fsync(tmp_path, monkeypatc
         unsynced_at_encode.append(node.store._chain_unsynced), real_encode(*args))[1])
     node.store.append(ChainRow(1, 1, b"d" * 32, {"round": 1}, {}, b"h" * 32), durable=False)
     assert node.store._chain_unsynced
-    node.execute(Broadcast(Prepare(1, 2, b"e" * 32, node.id)))
+    node.carry_out(ready([Broadcast(Prepare(1, 2, b"e" * 32, node.id))]))
     assert unsynced_at_encode == [False]
     assert node.store.get_meta("chain_synced_through") == 1
     node.store.close()

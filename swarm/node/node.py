@@ -13,10 +13,10 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from consensus.actions import (Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
-                               ReportEvidence, Send, ValidateProposal, WakeAt)
+from consensus.actions import BuildProposal, LoadEntries, Send, ValidateProposal
 from consensus.events import EntriesLoaded, PayloadsReady, Received, Tick
 from consensus.messages import Commit, CommittedEntry, commit_cert_to_plain, committed_from_plain
+from consensus.ready import Ready, ready
 from consensus.replica import FOLLOWER, LEADER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
 from crypto.keys import NodeKey
@@ -39,6 +39,7 @@ from swarm.node.records import Metrics, PhaseClock
 from swarm.node.round_log import RoundLog
 from swarm.node.serve import PayloadServer
 from swarm.node.state_worker import StateWorker
+from swarm.node.tasks import NodeTasks
 from swarm.round.compression import Compressor
 from swarm.round.gradient import Gradient
 from swarm.round.pool import GradientPool
@@ -50,7 +51,6 @@ from swarm.transport.rate_limit import PeerRateLimiter
 log = logging.getLogger("swarm.node")
 
 TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/node/heap.py)
-SHUTDOWN_TASK_TIMEOUT_S = 5.0  # how long shutdown waits for a cancelled task before exiting without it
 
 
 class Node:
@@ -94,9 +94,7 @@ class Node:
         self._last_trim = time.monotonic()
         self._wake = asyncio.Event()
         self._wake_at = 0.0
-        self._tasks: list[asyncio.Task] = []
-        self._background: set[asyncio.Task] = set()
-        self._stopping = asyncio.Event()
+        self.tasks = NodeTasks()
         self._state_thread = ThreadPoolExecutor(1, thread_name_prefix="apply")
         self.entries = EntryStates(genesis, self.rules, self.store, self.pool, self._state_thread,
                                    self.verify_gradient, self.fetch)
@@ -146,16 +144,16 @@ class Node:
         """Run until ``stop()``; returns after a clean shutdown."""
         await self.transport.start()
         log.info("node %s (%s) listening on %s", self.name, self.id, ", ".join(self.transport.listen_addrs))
-        self._tasks = [asyncio.create_task(self.worker.run(), name="state-worker"),
-                       asyncio.create_task(self._ticker(), name="ticker")]
+        self.tasks.spawn(self.worker.run(), "state-worker")
+        self.tasks.spawn(self._ticker(), "ticker")
         # Entries persisted before a crash but not replayable from the store (payloads missing): apply them
         # again, fetching payloads or a certified snapshot from peers.
         for committed in self._stored_committed(self.state.round + 1):
             self.worker.commit(committed)
         if self.state.round >= self.core.committed_round:
             self.start_round()
-        await self._stopping.wait()
-        await self._cancel_tasks()
+        await self.tasks.stopping.wait()
+        await self.tasks.cancel_all()
         await self.transport.stop()
         self.close()
         log.info("node %s stopped at round %d", self.name, self.state.round)
@@ -168,37 +166,13 @@ class Node:
         self.contributor.close()
         self.store.close()
 
-    async def _cancel_tasks(self) -> None:
-        """Cancel every task, waiting a bounded time: a task that ignores its cancellation is named in the log
-        and left behind rather than keeping the node from exiting."""
-        tasks = [*self._tasks, *self._background]
-        for task in tasks:
-            task.cancel()
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_TASK_TIMEOUT_S)
-        for task in pending:
-            log.error("task %s did not stop within %.0f s of its cancellation; exiting without it",
-                      task.get_name(), SHUTDOWN_TASK_TIMEOUT_S)
-
     def stop(self) -> None:
         log.info("stopping (signal or request)")
-        self._stopping.set()
+        self.tasks.stopping.set()
 
     def wake(self) -> None:
         """Wake the ticker now (it recomputes its next wake-up time)."""
         self._wake.set()
-
-    def _spawn(self, coroutine, name: str) -> None:
-        """A background task that shutdown cancels and whose failure is logged, never lost."""
-        task = asyncio.create_task(coroutine, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None and not self._stopping.is_set():
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------------------------------------- core driving
     def step(self, event) -> None:
@@ -208,8 +182,7 @@ class Node:
         except Exception:  # a bug in the core must not take the node down silently
             log.exception("consensus core failed on %s", type(event).__name__)
             return
-        for action in actions:
-            self.execute(action)
+        self.carry_out(ready(actions))
         self._log_role()
         leader = self.core.leader
         if leader != self._leader_seen:
@@ -233,45 +206,43 @@ class Node:
                  "waiting for a quorum to enter it; members' terms: " + ", ".join(
                      f"{self.genesis.name_of(m)}={t}" for m, t in sorted(self.core.term_claims().items())))
 
-    def execute(self, action) -> None:
-        """Carry out one action of the core. Whatever goes to a peer is preceded by ``store.sync()``: a chain row
-        appended without its fsync is durable before any peer can hear of it."""
-        if isinstance(action, (Send, Broadcast)):
-            self.store.sync()
-        if isinstance(action, Send):
-            self._send(action.to, encode_message(self.key, self.genesis.swarm_id, action.message))
-        elif isinstance(action, Broadcast):
-            if isinstance(action.message, Commit):  # sent once our prepare quorum is in and the lock is persisted
-                self.mark_phase(action.message.term, action.message.round, "prepared")
-            data = encode_message(self.key, self.genesis.swarm_id, action.message)
-            for peer in self.genesis.peer_ids:
-                if peer != self.id:
-                    self._send(peer, data)
-        elif isinstance(action, PersistHardState):
-            self.store.put_meta("hard", hard_state_to_plain(action.state))
-        elif isinstance(action, PersistEntry):
-            committed = action.committed
+    def carry_out(self, batch: Ready) -> None:
+        """Carry out one step of the core, in the order its batch gives: persist, sync once if a message is to
+        leave (a chain row appended without its fsync is durable before any peer can hear of it), send, then
+        apply and answer the core's requests."""
+        if batch.hard_state is not None:
+            self.store.put_meta("hard", hard_state_to_plain(batch.hard_state))
+        for committed in batch.entries:
             self.store.append(ChainRow(committed.entry.round, committed.cert.term, committed.entry.digest(),
                                        committed.entry.to_plain(), commit_cert_to_plain(committed.cert),
                                        committed.entry.state_hash), durable=False)
-        elif isinstance(action, Apply):
-            self.mark_phase(action.committed.cert.term, action.committed.entry.round, "certified")
-            self.worker.commit(action.committed)
-        elif isinstance(action, BuildProposal):
-            self.worker.build(action.round, action.parent_state_hash)
-        elif isinstance(action, ValidateProposal):
-            self.mark_phase(action.term, action.round, "preprepare")
-            self.worker.validate(action.term, action.round, action.entry)
-        elif isinstance(action, ReportEvidence):
-            evidence = action.evidence
+        if batch.must_sync:
+            self.store.sync()
+        for action in batch.messages:
+            if isinstance(action.message, Commit):  # sent once our prepare quorum is in and the lock is persisted
+                self.mark_phase(action.message.term, action.message.round, "prepared")
+            data = encode_message(self.key, self.genesis.swarm_id, action.message)
+            for peer in [action.to] if isinstance(action, Send) else self.genesis.peer_ids:
+                if peer != self.id:
+                    self._send(peer, data)
+        for committed in batch.committed:
+            self.mark_phase(committed.cert.term, committed.entry.round, "certified")
+            self.worker.commit(committed)
+        for request in batch.requests:
+            if isinstance(request, BuildProposal):
+                self.worker.build(request.round, request.parent_state_hash)
+            elif isinstance(request, ValidateProposal):
+                self.mark_phase(request.term, request.round, "preprepare")
+                self.worker.validate(request.term, request.round, request.entry)
+            else:
+                self.tasks.spawn(self._load_entries(request), "load-entries")
+        for evidence in batch.evidence:
             log.warning("equivocation by leader %s in term %d round %d", self.genesis.name_of(evidence.leader),
                         evidence.term, evidence.round)
             self.evidence.keep(evidence)
-        elif isinstance(action, WakeAt):
-            self._wake_at = action.time
+        if batch.wake_at is not None:
+            self._wake_at = batch.wake_at
             self._wake.set()
-        elif isinstance(action, LoadEntries):
-            self._spawn(self._load_entries(action), "load-entries")
 
     async def _load_entries(self, action: LoadEntries) -> None:
         """A peer asked for rounds older than the core's in-memory window: read them from the store (in a worker
@@ -292,7 +263,7 @@ class Node:
     async def _ticker(self) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that lands as the event
         # is set, and this loop then ran on after shutdown (a node that never exited on SIGTERM, 1 run in 10).
-        while not self._stopping.is_set():
+        while not self.tasks.stopping.is_set():
             delay = max(0.0, self._wake_at - time.monotonic()) if self._wake_at else 1.0
             self._wake.clear()
             try:
@@ -325,7 +296,7 @@ class Node:
             # A peer that (re)joins may have missed this round's gradient: push it again.
             mine = next((g for g in self.pool.for_round(self.state.round + 1) if g.sender == self.id), None)
             if mine is not None:
-                self._spawn(self.push(mine.raw), "repush")
+                self.tasks.spawn(self.push(mine.raw), "repush")
 
     def verify_gradient(self, raw: bytes, round_: int | None, parent: bytes | None,
                         digest: bytes | None = None) -> Gradient:
@@ -351,7 +322,7 @@ class Node:
         if self.diverged or not self.readiness.start_training(round_, self.config.max_rounds):
             return
         observed = [g.vector for g in self.pool.previous] if self.adversary is not None else []
-        self._spawn(self.contributor.contribute(round_, self.state, observed,
+        self.tasks.spawn(self.contributor.contribute(round_, self.state, observed,
                                                 lambda: self.state.round + 1 == round_, self.check_ready),
                     f"train-{round_}")
         self.check_ready()
@@ -402,7 +373,7 @@ class Node:
 
     def _hand_over_if_no_proposal(self, round_: int) -> None:
         """Push the round's payloads to a leader that has not proposed it (swarm/round/readiness.py says when)."""
-        if round_ != self.state.round + 1 or self._stopping.is_set():
+        if round_ != self.state.round + 1 or self.tasks.stopping.is_set():
             return
         term, leader = self.core.term, self.core.leader
         view = LeaderView(term, leader, self.core.role == FOLLOWER,
@@ -414,7 +385,7 @@ class Node:
         log.info("no proposal for round %d from leader %s after %.1fs: pushing it the %d payloads held here",
                  round_, self.genesis.name_of(leader), self.readiness.handover_delay_s, len(gradients))
         for gradient in gradients:
-            self._spawn(self.push(gradient.raw, to=[leader]), "handover")
+            self.tasks.spawn(self.push(gradient.raw, to=[leader]), "handover")
 
     # ------------------------------------------------------------------------------------------- commits
     def mark_phase(self, term: int, round_: int, phase: str) -> None:
@@ -434,7 +405,7 @@ class Node:
         if seconds is not None:
             self.metrics.commit_seconds.append(seconds)
         if entry.round % self.config.consensus.snapshot_every == 0:
-            self._spawn(self.worker.snapshot(self.state), f"snapshot-{entry.round}")
+            self.tasks.spawn(self.worker.snapshot(self.state), f"snapshot-{entry.round}")
         record = self.rounds.record(committed, applied, self.state, self.core.leader)
         params = self.state.params
         if self.config.max_rounds is not None and self.state.round >= self.config.max_rounds:
@@ -445,7 +416,7 @@ class Node:
             self._last_trim = now
             asyncio.get_running_loop().run_in_executor(None, release_free_memory)
         if self.rounds.wants_evaluation(record.round):
-            self._spawn(self.rounds.evaluate_and_log(record, params, commit_ms), f"evaluate-{record.round}")
+            self.tasks.spawn(self.rounds.evaluate_and_log(record, params, commit_ms), f"evaluate-{record.round}")
         else:
             self.rounds.log(record, commit_ms)
 
