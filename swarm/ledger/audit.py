@@ -17,6 +17,7 @@ from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig
 from swarm.ledger.entry_rules import initial_state, valid_commit_signers
 from swarm.ledger.replay import Replayer, StopReason
+from swarm.ledger.restore import certified_snapshot
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import ChainRow, Store
 
@@ -163,14 +164,10 @@ def _certified_snapshot(path: Path | None, row: ChainRow, dim: int, genesis: Gen
     """The state of ``row`` from its snapshot file, only if the file hashes to the certified state hash."""
     if path is None or not path.exists():
         return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).digest() != row.state_hash:
-        return None
     try:
-        state = ReplicatedState.deserialize(data, dim, genesis.peer_ids)
+        return certified_snapshot(path.read_bytes(), row.state_hash, dim, genesis.peer_ids)
     except DecodeError:
         return None
-    return state if state.round == row.round else None
 
 
 def _check_snapshot_files(snapshots: dict[bytes, Path], certified: dict[bytes, int]) -> list[Finding]:

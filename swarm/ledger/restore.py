@@ -63,11 +63,16 @@ def newest_certified_snapshot(store: Store, dim: int, members: list[str]) -> Rep
         except OSError:
             continue  # pruned
         try:
-            candidate = ReplicatedState.deserialize(data, dim, members)
+            return certified_snapshot(data, state_hash, dim, members)
         except DecodeError as exc:
             log.error("snapshot of round %d unusable (%s); trying an older one or the genesis", round_, exc)
-            continue
-        if candidate.hash == state_hash:
-            return candidate
-        log.error("snapshot of round %d does not hash to its certified state; trying an older one", round_)
     return None
+
+
+def certified_snapshot(data: bytes, certified_hash: bytes, dim: int, members: list[str]) -> ReplicatedState:
+    """The state in a snapshot's bytes if it is the one a certificate signs; DecodeError otherwise. A snapshot
+    is trusted for its certified hash alone, wherever it came from (our disk, a peer, a store under audit)."""
+    state = ReplicatedState.deserialize(data, dim, members)
+    if state.hash != certified_hash:
+        raise DecodeError("uncertified_state", "the snapshot does not hash to the certified state hash")
+    return state
