@@ -265,7 +265,8 @@ def test_fast_path_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_push_retries_once_on_a_new_stream_when_a_reused_one_is_broken() -> None:
     from swarm.transport.control import OutboundQueue as Queue
-    from swarm.transport.engine import Engine, Member
+    from swarm.transport.engine import Engine
+    from swarm.transport.members import Member
 
     class Stream:
         def __init__(self, broken: bool) -> None:
@@ -313,7 +314,8 @@ def test_push_retries_once_on_a_new_stream_when_a_reused_one_is_broken() -> None
 def test_fetches_past_the_rate_or_the_slots_are_refused_and_only_too_many_at_once_is_flooding() -> None:
     from swarm.config import TransportConfig
     from swarm.transport.control import OutboundQueue as Queue
-    from swarm.transport.engine import FETCH_SLOTS_PER_PEER, Engine, Member
+    from swarm.transport.engine import Engine
+    from swarm.transport.members import FETCH_SLOTS_PER_PEER, Member
 
     class Stream:
         def __init__(self, digest: bytes) -> None:

@@ -17,7 +17,7 @@ from consensus.actions import BuildProposal, LoadEntries, Send, ValidateProposal
 from consensus.events import EntriesLoaded, PayloadsReady, Received, Tick
 from consensus.messages import Commit, CommittedEntry, commit_cert_to_plain, committed_from_plain
 from consensus.ready import Ready, ready
-from consensus.replica import FOLLOWER, LEADER, Config as CoreConfig, Replica
+from consensus.replica import FOLLOWER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
 from crypto.keys import NodeKey
 from swarm.config import Genesis, NodeConfig
@@ -30,6 +30,7 @@ from swarm.ledger.state import genesis_state
 from swarm.ledger.store import ChainRow, Store
 from swarm.node.contributor import Contributor
 from swarm.node.core_link import Ed25519Crypto, encode_message, hard_state_to_plain, persisted_state
+from swarm.node.election_log import ElectionLog
 from swarm.node.entry_states import EntryStates
 from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
@@ -99,8 +100,7 @@ class Node:
         self.entries = EntryStates(genesis, self.rules, self.store, self.pool, self._state_thread,
                                    self.verify_gradient, self.fetch)
         self.worker = StateWorker(self)
-        self._leader_seen: str | None = None
-        self._role_seen: tuple[int, str, bool] = (0, "", False)
+        self.elections = ElectionLog(genesis)
         self.transport = transport or self._make_transport()
         self.core = self._make_core()
 
@@ -183,28 +183,9 @@ class Node:
             log.exception("consensus core failed on %s", type(event).__name__)
             return
         self.carry_out(ready(actions))
-        self._log_role()
-        leader = self.core.leader
-        if leader != self._leader_seen:
-            self._leader_seen = leader
-            if leader is not None:
-                self.metrics.leader_changes += 1
-                log.info("term %d: leader is %s", self.core.term, self.genesis.name_of(leader))
-                self._schedule_handover(self.state.round + 1)
-
-    def _log_role(self) -> None:
-        """Elections are what an operator looks for when rounds stall: log every move to a new term or role."""
-        term, role = self.core.term, self.core.role
-        if role in (FOLLOWER, LEADER):  # logged as "leader is"
-            self._role_seen = (term, role, True)
-            return
-        live = self.core.term_is_live(term)
-        if (term, role, live) == self._role_seen:
-            return
-        self._role_seen = (term, role, live)
-        log.info("term %d: %s after %s (%s)", term, role, self.core.last_term_change, "a quorum entered it" if live else
-                 "waiting for a quorum to enter it; members' terms: " + ", ".join(
-                     f"{self.genesis.name_of(m)}={t}" for m, t in sorted(self.core.term_claims().items())))
+        if self.elections.observe(self.core):
+            self.metrics.leader_changes += 1
+            self._schedule_handover(self.state.round + 1)
 
     def carry_out(self, batch: Ready) -> None:
         """Carry out one step of the core, in the order its batch gives: persist, sync once if a message is to

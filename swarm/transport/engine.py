@@ -11,7 +11,6 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 import multiaddr
@@ -19,15 +18,16 @@ import trio
 from libp2p import new_host
 from libp2p.abc import INotifee
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo, info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo as LibP2PPeerInfo
 
 from crypto.keys import NodeKey
 from swarm.config import TransportConfig
 from swarm.transport import bulk, fastpath
-from swarm.transport.base import PeerInfo, PushResult
+from swarm.transport.base import PushResult
 from swarm.transport.control import OutboundQueue, Writer
 from swarm.transport.framing import (KIND_DATA, KIND_HELLO, ControlReader, FrameError, StreamClosed, bulk_header,
                                      encode_control)
+from swarm.transport.members import BULK_SLOTS_PER_PEER, Member, split_p2p
 from swarm.transport.rate_limit import TokenBucket
 from swarm.transport.security import disable_reuseport, libp2p_key_pair, upgrade_options
 
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 CONTROL_PROTOCOL = "/swarm/control/1.0.0"
 MAX_ADDRS_PER_PEER = 8
-BULK_SLOTS_PER_PEER = 2      # pushes from one peer received at once; also idle push streams kept per peer
-FETCH_SLOTS_PER_PEER = 2     # fetches from one peer served at once: an honest node asks for one payload at a time
 FLOODING_REPORT_S = 1.0      # refused fetches are reported as flooding at most this often per peer
 PUSH_STREAM_IDLE_S = 120.0   # receiver: a push stream with no new push for this long is closed
 PUSH_STREAM_REUSE_S = 60.0   # sender: an idle push stream older than this is closed rather than reused
@@ -54,42 +52,6 @@ class Sink(Protocol):
     def may_fetch(self, peer_id: str) -> bool: ...
     async def lookup(self, digest: bytes) -> bytes | None: ...
     async def control_backlog(self) -> None: ...
-
-
-@dataclass
-class Member:
-    """Mutable per-member state, owned by the trio thread (other threads only read it)."""
-
-    peer_id: str
-    queue: OutboundQueue
-    addrs: list[str] = field(default_factory=list)
-    connected: bool = False
-    last_seen: float | None = None
-    last_seen_wall: float | None = None
-    wake: trio.Event = field(default_factory=trio.Event)
-    session: trio.CancelScope | None = None
-    timed_out: bool = False
-    bulk_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BULK_SLOTS_PER_PEER))
-    idle_push: list[tuple[Any, float]] = field(default_factory=list)  # (stream, idle since): reusable push streams
-    fetch_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(FETCH_SLOTS_PER_PEER))
-    fetch_budget: TokenBucket | None = None  # made on the first fetch, from the transport config
-    fetches_refused: int = 0
-    flooding_reported_at: float = float("-inf")
-
-    def touch(self) -> None:
-        self.last_seen = time.monotonic()
-        self.last_seen_wall = time.time()
-
-    def snapshot(self) -> PeerInfo:
-        return PeerInfo(self.connected, self.last_seen, self.last_seen_wall, tuple(self.addrs))
-
-
-def split_p2p(addr: str) -> tuple[str, str]:
-    """'/ip4/../tcp/N/p2p/ID' -> ('/ip4/../tcp/N', 'ID'); ValueError when malformed."""
-    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-    if not info.addrs:
-        raise ValueError(f"no transport address in {addr!r}")
-    return str(info.addrs[0]), info.peer_id.to_base58()
 
 
 class Engine:
