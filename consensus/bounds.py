@@ -9,6 +9,9 @@ sender's own records, so a faulty member crowds out nobody but itself.
 from __future__ import annotations
 
 MAX_TERMS_PER_ROUND = 4
+# Evidence digests remembered this many rounds after they came in: enough for the leaders of the next rounds to
+# commit them; the node keeps the digests of committed evidence, so a piece seen again later is not proposed twice.
+EVIDENCE_MEMORY_ROUNDS = 16
 
 
 def record_signature(table: dict[tuple[int, int, bytes], dict[str, bytes]], term: int, rnd: int, digest: bytes,

@@ -1,29 +1,26 @@
 """The replica: one node's consensus state machine. ``step(now, event) -> [actions]``; nothing else happens.
 
 Roles per term: ELECTING (term entered, no leader known), CANDIDATE, FOLLOWER, LEADER. One round is in flight at a
-time (round r needs state_{r-1}); ``pending`` = committed round + 1.
+time (round r needs state_{r-1}); ``pending`` = committed round + 1. Elections are consensus/terms.py, the
+three-phase commit consensus/commit_path.py; this file holds the state, the event dispatch, timers and catch-up.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
 
-from . import election
-from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
-                      ReportEvidence, Send, ValidateProposal, WakeAt)
-from .bounds import record_proposal, record_signature
+from .actions import Action, Broadcast, LoadEntries, PersistHardState, ReportEvidence, Send, WakeAt
+from .bounds import EVIDENCE_MEMORY_ROUNDS, record_proposal, record_signature  # noqa: F401 (re-exported)
+from .commit_path import CommitPath
 from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
-from .messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry, Evidence,
-                       EvidenceMessage, Heartbeat, MAX_CATCHUP_ENTRIES, NewTerm, PrePrepare, PreparedCertificate,
-                       Prepare, RequestVote, Timeout, Vote)
+from .messages import (MAX_CATCHUP_ENTRIES, CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry,
+                       Entry, Evidence, EvidenceMessage, Heartbeat, NewTerm, Prepare, PreparedCertificate, PrePrepare,
+                       RequestVote, Timeout, Vote)
 from .quorum import Crypto, Membership, Verifier, sign_fields
+from .roles import CANDIDATE, ELECTING, FOLLOWER, LEADER  # noqa: F401 (re-exported)
 from .state import HardState, PersistedState
+from .terms import TermRules
 from .timing import AdaptiveTimeouts, TimingConfig
-
-ELECTING, CANDIDATE, FOLLOWER, LEADER = "electing", "candidate", "follower", "leader"
-# Evidence digests remembered this many rounds after they came in: enough for the leaders of the next rounds to
-# commit them; the node keeps the digests of committed evidence, so a piece seen again later is not proposed twice.
-EVIDENCE_MEMORY_ROUNDS = 16
 
 
 @dataclass
@@ -39,7 +36,7 @@ class Config:
     memory_rounds: int = 256
 
 
-class Replica:
+class Replica(TermRules, CommitPath):
     def __init__(self, config: Config, crypto: Crypto, persisted: PersistedState, rng: random.Random, now: float):
         self.cfg = config
         self.id = config.node_id
@@ -248,147 +245,6 @@ class Replica:
             del self.chain[:drop]
             self.chain_base += drop
 
-    # ------------------------------------------------------------------------------------------- terms
-
-    def _enter_electing(self, term: int, now: float, announce: bool = True) -> None:
-        """Enter ``term`` with no leader known: stop working in older terms, ask for a new leader."""
-        if term > self.hard.term:
-            if self.hard.term == 0 and not announce:
-                self.hard = replace(self.hard, term=term)  # genesis: written with the first persisted change
-            else:
-                self._persist(term=term)
-        self.view = term
-        self.role, self.leader, self.announcement, self.required, self.votes = ELECTING, None, None, {}, {}
-        self.my_vote = None
-        self.next_heartbeat = self.heartbeat_deadline = self.round_deadline = None
-        self.next_claim = now + self._claim_interval()
-        self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), term)
-        if announce:
-            self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
-        self.term_entered_at = now
-        slot = self.timing.candidacy_slot()
-        my_slot = election.candidate_rank(term, self.id, self.membership.members) * slot
-        jitter = self.rng.random() * slot / 4
-        self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None  # and _term_is_live()
-        self.election_deadline = now + self.timing.election_timeout() + slot * (self.membership.f + 2)
-
-    def _claim_interval(self) -> float:
-        return 2 * self.cfg.timing.heartbeat_interval
-
-    def _give_up(self, why: str) -> None:
-        """The current leader (or election) failed: move to the next term."""
-        self.last_term_change = why
-        self._remember_failed_leader()
-        self.timing.term_failed()
-        # A term entered earlier but stepped back from (never voted in) is the next one; else the one after ours.
-        self._enter_electing(self.hard.term if self.hard.term > self.view else self.view + 1, self.now)
-
-    def _on_timeout(self, msg: Timeout) -> None:
-        self._term_claim(msg.sender, msg.term)
-
-    def _term_claim(self, sender: str, term: int) -> None:
-        """``sender`` signed that it is in ``term`` (a Timeout or a RequestVote): f+1 such claims pull us up."""
-        if term > self.highest_timeout.get(sender, 0):
-            self.highest_timeout[sender] = term
-        target = election.adoptable_term(self.highest_timeout, self.view, self.membership.weak_quorum)
-        if target is not None:
-            self.last_term_change = f"f+1 members moved to term {target} or above"
-            self._remember_failed_leader()
-            self.timing.term_failed()
-            self._enter_electing(target, self.now)
-
-    def _term_is_live(self, term: int) -> bool:
-        """2f+1 members entered ``term`` (genesis term 1: everyone): only then can an election in it succeed, so only
-        then does this node stand as candidate. A node that entered a term alone (cut off from the rest) thus never
-        votes in it and can still step back to the leader the others kept (see _may_step_back)."""
-        return term <= 1 or election.term_entered_by_quorum(self.highest_timeout, term, self.membership.quorum)
-
-    def _may_step_back(self, term: int) -> bool:
-        """May this node follow a certified leader of ``term`` below the term it is in?
-
-        Only while it waits alone in its term (no leader, no candidacy, fewer than 2f+1 members entered it) and it has
-        neither voted nor prepared in any term above ``term``. Safety: a term certificate above ``term`` never holds
-        its vote, so no later leader can miss a lock this node takes in ``term`` (PBFT's view-change argument needs
-        exactly that: no prepare in a lower term after a vote in a higher one); its persisted term never goes down,
-        and its prepare state (term, round) keeps rising."""
-        return (term < self.view and self.leader is None and self.role == ELECTING
-                and max(self.hard.voted_term, self.hard.prepared_term) <= term and not self._term_is_live(self.view))
-
-    def _remember_failed_leader(self) -> None:
-        # Itself included: voters that gave up on it refuse it, so standing would only waste its own vote (with f
-        # nodes down, every live vote is needed).
-        if self.leader is not None and self.membership.f > 0:
-            if self.leader in self.failed_leaders:
-                self.failed_leaders.remove(self.leader)
-            self.failed_leaders = (self.failed_leaders + [self.leader])[-self.membership.f:]
-
-    def _stand_as_candidate(self) -> None:
-        term = self.view
-        self.candidacy_at = None
-        self._persist(voted_term=term, voted_for=self.id)
-        self.role = CANDIDATE
-        self.my_vote = self._signed(Vote(term, self.committed_round, self.id, self.hard.lock, self.id))
-        self.votes = {self.id: self.my_vote}
-        self._broadcast(self._signed(RequestVote(term, self.committed_round, self.id)))
-        self.next_heartbeat = self.now + self.cfg.timing.heartbeat_interval  # RequestVote retransmission
-        self._maybe_win()
-
-    def _on_request_vote(self, msg: RequestVote) -> None:
-        self._term_claim(msg.sender, msg.term)
-        if (self.my_vote is not None and self.my_vote.term == msg.term and self.my_vote.candidate == msg.sender):
-            self._send(msg.sender, self.my_vote)  # retransmission: the same vote again
-            return
-        slot = self.timing.candidacy_slot()
-        opens = self.term_entered_at + slot * election.candidate_rank(msg.term, msg.sender, self.membership.members)
-        if not election.grants_vote(msg.term, msg.round, self.view, self.hard.voted_term, self.committed_round,
-                                    self.leader is not None, self.now >= opens - slot / 2) \
-                or msg.sender in self.failed_leaders:
-            return
-        self._persist(voted_term=msg.term, voted_for=msg.sender)
-        self.candidacy_at = None
-        self.my_vote = self._signed(Vote(msg.term, self.committed_round, msg.sender, self.hard.lock, self.id))
-        self._send(msg.sender, self.my_vote)
-
-    def _on_vote(self, vote: Vote) -> None:
-        if (self.role != CANDIDATE or vote.term != self.view or vote.candidate != self.id
-                or not self.verify.vote(vote)):
-            return
-        self.votes[vote.sender] = vote
-        self._maybe_win()
-
-    def _maybe_win(self) -> None:
-        if len(self.votes) < self.membership.quorum:
-            return
-        term = self.view
-        votes = tuple(self.votes[s] for s in sorted(self.votes)[:self.membership.quorum])
-        announcement = self._signed(NewTerm(term, votes, self.id))
-        self.role, self.leader, self.announcement = LEADER, self.id, announcement
-        self.required = election.required_reproposals(votes)
-        self.candidacy_at = self.election_deadline = self.heartbeat_deadline = None
-        self.next_heartbeat = self.now + self.cfg.timing.heartbeat_interval
-        self._reset_round_state()
-        self._broadcast(announcement)
-        self._arm_round_timer()
-        self._propose_if_ready()
-
-    def _on_new_term(self, msg: NewTerm) -> None:
-        if (msg.term < self.view and not self._may_step_back(msg.term)) or (
-                msg.term == self.view and self.leader is not None):
-            return
-        if msg.sender == self.id or not self.verify.term_certificate(msg):
-            return
-        if msg.term > self.hard.term:
-            self._persist(term=msg.term)
-        self.view = msg.term
-        self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), msg.term)
-        self.role, self.leader, self.announcement = FOLLOWER, msg.sender, msg
-        self.required = election.required_reproposals(msg.votes)
-        self.candidacy_at = self.election_deadline = self.next_heartbeat = None
-        self.heartbeat_deadline = self.now + self.timing.leader_silence_timeout()
-        self.round_deadline = None
-        self._reset_round_state()
-        self._arm_round_timer()
-
     # ------------------------------------------------------------------------------------------- timers
 
     def _on_tick(self) -> None:
@@ -438,168 +294,6 @@ class Replica:
         self.payloads_ready_round = max(self.payloads_ready_round, rnd)
         self._arm_round_timer()
         self._propose_if_ready()
-
-    # ------------------------------------------------------------------------------------------- proposing
-
-    def _propose_if_ready(self) -> None:
-        if self.role != LEADER:
-            return
-        key = (self.view, self.pending)
-        if key in self.proposed:
-            return
-        locked = self.required.get(self.pending)
-        if locked is not None:
-            return self._propose(locked.entry)
-        if self.payloads_ready_round >= self.pending and key not in self.build_requested:
-            self.build_requested.add(key)
-            self._out.append(BuildProposal(self.pending, self.head_state_hash))
-
-    def _on_proposal_built(self, entry: Entry) -> None:
-        key = (self.view, self.pending)
-        if (self.role == LEADER and key in self.build_requested and key not in self.proposed
-                and self.pending not in self.required and entry.round == self.pending
-                and entry.parent_state_hash == self.head_state_hash):
-            self._propose(entry)
-
-    def _propose(self, entry: Entry) -> None:
-        term, rnd = self.view, self.pending
-        self.proposed.add((term, rnd))
-        pp = self._signed(PrePrepare(term, rnd, entry, self.id))
-        self.my_preprepare = pp
-        self.entries[entry.digest()] = entry
-        self.seen_preprepares[(self.id, term, rnd)] = (entry.digest(), pp.sig)
-        self._arm_round_timer()
-        self._persist(prepared_term=term, prepared_round=rnd, prepared_digest=entry.digest())
-        self._broadcast(pp)
-        self._send_prepare(term, rnd, entry.digest())
-
-    # ------------------------------------------------------------------------------------------- commit path
-
-    def _on_preprepare(self, msg: PrePrepare) -> None:
-        digest = msg.digest
-        key = (msg.sender, msg.term, msg.round)
-        seen = self.seen_preprepares.get(key)
-        if seen is not None and seen[0] != digest:
-            return self._equivocation(Evidence(msg.sender, msg.term, msg.round, seen[0], seen[1], digest, msg.sig))
-        if seen is None and msg.term >= self.view and self.pending <= msg.round <= self.pending + 1:
-            record_proposal(self.seen_preprepares, msg.sender, msg.term, msg.round, digest, msg.sig)
-        if msg.round <= self.committed_round:
-            return self._serve_catchup(msg.sender, msg.round)
-        if msg.term > self.view or (msg.term == self.view and self.leader is None):
-            return self._request_catchup(msg.sender)  # we may be missing the NewTerm: it comes back with catch-up
-        if msg.term < self.view and self._may_step_back(msg.term):
-            return self._request_catchup(msg.sender)  # the NewTerm of the term the others kept comes back with it
-        if msg.term < self.view or msg.sender != self.leader or self.role != FOLLOWER:
-            return
-        if msg.round > self.pending:
-            return self._request_catchup(msg.sender)
-        prepared_key = (self.hard.prepared_term, self.hard.prepared_round)
-        if prepared_key == (msg.term, msg.round):
-            if self.hard.prepared_digest == digest:
-                self._retransmit(msg.term, msg.round)
-            return
-        if prepared_key > (msg.term, msg.round):
-            return
-        required = self.required.get(msg.round)
-        if msg.entry.parent_state_hash != self.head_state_hash or (required is not None and required.digest != digest):
-            return self._give_up(f"the leader's proposal for round {msg.round} breaks the chain or a lock")
-        self.entries[digest] = msg.entry
-        if (msg.term, msg.round) not in self.awaiting_validation:
-            self.awaiting_validation[(msg.term, msg.round)] = digest
-            self._arm_round_timer()
-            self._out.append(ValidateProposal(msg.term, msg.round, msg.entry))
-
-    def _on_validation(self, ev: ValidationResult) -> None:
-        if (self.awaiting_validation.get((ev.term, ev.round)) != ev.digest or ev.term != self.view
-                or self.role != FOLLOWER or ev.round != self.pending):
-            return
-        if not ev.ok:
-            return self._give_up(f"the leader's proposal for round {ev.round} is invalid")
-        if (self.hard.prepared_term, self.hard.prepared_round) >= (ev.term, ev.round):
-            return
-        self._persist(prepared_term=ev.term, prepared_round=ev.round, prepared_digest=ev.digest)
-        self._send_prepare(ev.term, ev.round, ev.digest)
-
-    def _send_prepare(self, term: int, rnd: int, digest: bytes) -> None:
-        msg = self._signed(Prepare(term, rnd, digest, self.id))
-        self.sent_prepare[(term, rnd)] = msg
-        self._broadcast(msg)
-        self.prepares.setdefault((term, rnd, digest), {})[self.id] = msg.sig
-        self._check_prepared(term, rnd, digest)
-
-    def _retransmit(self, term: int, rnd: int) -> None:
-        for sent in (self.sent_prepare.get((term, rnd)), self.sent_commit.get((term, rnd))):
-            if sent is not None:
-                self._broadcast(sent)
-
-    def _on_prepare(self, msg: Prepare) -> None:
-        if msg.term != self.view or msg.round != self.pending or not record_signature(
-                self.prepares, msg.term, msg.round, msg.digest, msg.sender, msg.sig):
-            return
-        self._check_prepared(msg.term, msg.round, msg.digest)
-
-    def _check_prepared(self, term: int, rnd: int, digest: bytes) -> None:
-        """2f+1 Prepares matching our own: lock the certificate (persist first), then Commit."""
-        if (term != self.view or self.role not in (FOLLOWER, LEADER) or (term, rnd) in self.sent_commit
-                or (self.hard.prepared_term, self.hard.prepared_round, self.hard.prepared_digest) != (term, rnd, digest)):
-            return
-        sigs = self.prepares.get((term, rnd, digest), {})
-        if len(sigs) < self.membership.quorum or digest not in self.entries:
-            return
-        cert = PreparedCertificate(term, rnd, self.entries[digest], tuple(sorted(sigs.items())))
-        if cert.rank() > self.hard.lock_rank():
-            self._persist(lock=cert)
-        msg = self._signed(Commit(term, rnd, digest, self.id))
-        self.sent_commit[(term, rnd)] = msg
-        self._broadcast(msg)
-        self.commits.setdefault((term, rnd, digest), {})[self.id] = msg.sig
-        self._check_committed(term, rnd, digest)
-
-    def _on_commit(self, msg: Commit) -> None:
-        if msg.round < self.pending:
-            if (msg.term, msg.round, msg.digest) == self.newest_commit_key:
-                self.newest_commit_sigs.setdefault(msg.sender, msg.sig)  # late, but it counts (see __init__)
-            return
-        if msg.round > self.pending + 1:
-            return self._request_catchup(msg.sender)
-        if record_signature(self.commits, msg.term, msg.round, msg.digest, msg.sender, msg.sig):
-            self._check_committed(msg.term, msg.round, msg.digest)
-
-    def _check_committed(self, term: int, rnd: int, digest: bytes) -> None:
-        """2f+1 Commits (any term: a commit certificate is final) for our next round: persist, then apply."""
-        sigs = self.commits.get((term, rnd, digest), {})
-        if len(sigs) < self.membership.quorum:
-            return
-        entry = self.entries.get(digest)
-        if rnd != self.pending or entry is None or entry.round != rnd or entry.parent_state_hash != self.head_state_hash:
-            return self._request_catchup(next(s for s in sorted(sigs) if s != self.id) if len(sigs) > 1 else
-                                         (self.leader or self.id))
-        self._commit(CommittedEntry(entry, CommitCertificate(term, rnd, digest, tuple(sorted(sigs.items())))))
-
-    def _commit(self, ce: CommittedEntry) -> None:
-        self.newest_commit_key = (ce.cert.term, ce.entry.round, ce.cert.digest)
-        self.newest_commit_sigs = {**dict(self.commits.get(self.newest_commit_key, {})), **dict(ce.cert.signatures)}
-        self._remember(ce)
-        self._out.append(PersistEntry(ce))
-        self._out.append(Apply(ce))
-        if self.round_started is not None:
-            self.timing.observe_round(self.now - self.round_started)
-        self.timing.failed_terms = 0  # progress (catch-up included): the swarm works, back-off is over
-        self.round_started = None
-        self.round_deadline = None
-        done = ce.entry.round
-        for table in (self.prepares, self.commits):
-            for k in [k for k in table if k[1] <= done]:
-                del table[k]
-        self.entries = {d: e for d, e in self.entries.items() if e.round > done}
-        self.awaiting_validation = {k: d for k, d in self.awaiting_validation.items() if k[1] > done}
-        self.seen_preprepares = {k: v for k, v in self.seen_preprepares.items() if k[2] > done}
-        self.reported = {d: seen for d, seen in self.reported.items() if seen[0] > done - EVIDENCE_MEMORY_ROUNDS}
-        self._arm_round_timer()
-        self._propose_if_ready()
-        # Commits for the next round may already be here (we were the slow one).
-        for (t, r, d) in [k for k in self.commits if k[1] == self.pending]:
-            self._check_committed(t, r, d)
 
     # ------------------------------------------------------------------------------------------- misc messages
 
@@ -657,10 +351,11 @@ class Replica:
         if self._evidence_wanted(msg.evidence) and self.verify.evidence(msg.evidence):  # cheap test first
             self._equivocation(msg.evidence)
 
-    _HANDLERS = {
-        PrePrepare: _on_preprepare, Prepare: _on_prepare, Commit: _on_commit, Timeout: _on_timeout,
-        RequestVote: _on_request_vote, Vote: _on_vote, NewTerm: _on_new_term, Heartbeat: _on_heartbeat,
-        CatchUpRequest: _on_catchup_request, CatchUpResponse: _on_catchup_response, EvidenceMessage: _on_evidence,
+    _HANDLERS = {  # by name: the handlers live in this class and in TermRules and CommitPath
+        PrePrepare: "_on_preprepare", Prepare: "_on_prepare", Commit: "_on_commit", Timeout: "_on_timeout",
+        RequestVote: "_on_request_vote", Vote: "_on_vote", NewTerm: "_on_new_term", Heartbeat: "_on_heartbeat",
+        CatchUpRequest: "_on_catchup_request", CatchUpResponse: "_on_catchup_response",
+        EvidenceMessage: "_on_evidence",
     }
 
     def _on_message(self, msg) -> None:
@@ -668,4 +363,4 @@ class Replica:
             return  # unsigned, forged, replayed across fields, or from outside the swarm
         if isinstance(msg, (Timeout, RequestVote, Vote)) and msg.round > self.committed_round:
             self._request_catchup(msg.sender)  # it committed more than we did: fetch before elections need it
-        self._HANDLERS[type(msg)](self, msg)
+        getattr(self, self._HANDLERS[type(msg)])(msg)

@@ -16,6 +16,7 @@ from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain
 from crypto.wire import DecodeError
 from swarm.faults.divergence import off_by_one_ulp
 from swarm.ledger.apply import Applied, InvalidEntry
+from swarm.ledger.restore import certified_snapshot
 from swarm.ledger.state import ReplicatedState
 
 if TYPE_CHECKING:
@@ -184,11 +185,11 @@ class StateWorker:
             log.error("no peer could give the certified snapshot of round %d", entry.round)
             return False
         try:
-            state = ReplicatedState.deserialize(raw, node.dim, node.genesis.peer_ids)
+            state = certified_snapshot(raw, entry.state_hash, node.dim, node.genesis.peer_ids)
         except DecodeError as exc:
-            log.error("certified snapshot of round %d is malformed: %s", entry.round, exc)
+            log.error("snapshot fetched for round %d is not the certified one: %s", entry.round, exc)
             return False
-        if state.hash != entry.state_hash or state.round != entry.round:
+        if state.round != entry.round:
             return False
         node.state = state
         node.store.save_snapshot(state.round, state.hash, raw)
