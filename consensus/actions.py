@@ -72,10 +72,17 @@ class ReportEvidence:
 
 
 @dataclass(frozen=True)
+class RejectMessage:
+    """The message being handled is one no honest member sends (a signature or certificate that does not verify):
+    the node scores the peer that delivered it (``reason`` is from a fixed set, never from the message)."""
+    reason: str
+
+
+@dataclass(frozen=True)
 class WakeAt:
     """Feed a ``Tick`` at or after ``time`` (the latest WakeAt replaces earlier ones)."""
     time: float
 
 
 Action = Send | Broadcast | PersistHardState | PersistEntry | Apply | BuildProposal | ValidateProposal | \
-    LoadEntries | ReportEvidence | WakeAt
+    LoadEntries | ReportEvidence | RejectMessage | WakeAt

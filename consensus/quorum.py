@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Iterable, Protocol
 
-from .messages import (CommitCertificate, Evidence, Message, NewTerm, PreparedCertificate, Vote, signed_fields,
-                       signing_bytes)
+from .messages import (CatchUpResponse, CommitCertificate, Evidence, EvidenceMessage, Message, NewTerm,
+                       PreparedCertificate, Vote, signed_fields, signing_bytes)
 
 
 NOT_MEMBER = "not_member"
 BAD_SIGNATURE = "bad_signature"
+DUPLICATE_SIGNER = "duplicate_signer"
 
 
 class Crypto(Protocol):
@@ -77,23 +78,40 @@ class Verifier:
     def signers(self, kind: str, term: int, round: int, digest: bytes,
                 sigs: Iterable[tuple[str, bytes]]) -> tuple[set[str], list[tuple[str, str]]]:
         """(the distinct members whose signature over (kind, term, round, digest) verifies, a (signer, why) pair
-        for every signature that does not, why being NOT_MEMBER or BAD_SIGNATURE). The one reading of a
+        for every signature that does not, why being NOT_MEMBER, DUPLICATE_SIGNER or BAD_SIGNATURE). The one
+        reading of a
         certificate's signatures, for the core and for the ledger's checks of certificates inside entries."""
         valid: set[str] = set()
         rejected: list[tuple[str, str]] = []
-        for signer, sig in sigs:
+        seen: set[str] = set()
+        for signer, sig in sigs:  # screened before any check: at most one signature check per member
             if signer not in self.membership:
                 rejected.append((signer, NOT_MEMBER))
-            elif self.check(kind, term, round, digest, signer, sig):
-                valid.add(signer)
+            elif signer in seen:
+                rejected.append((signer, DUPLICATE_SIGNER))
             else:
-                rejected.append((signer, BAD_SIGNATURE))
+                seen.add(signer)
+                if self.check(kind, term, round, digest, signer, sig):
+                    valid.add(signer)
+                else:
+                    rejected.append((signer, BAD_SIGNATURE))
         return valid, rejected
 
     def quorum_of(self, kind: str, term: int, round: int, digest: bytes, sigs) -> bool:
-        """At least Q distinct members validly signed (kind, term, round, digest)."""
-        valid, _rejected = self.signers(kind, term, round, digest, sigs)
-        return len(valid) >= self.membership.quorum
+        """At least Q distinct members validly signed (kind, term, round, digest), and nothing else is in the
+        certificate. What a faulty member can make us verify is bounded by work: the count, duplicates and
+        non-members are screened before any signature is checked, and checking stops at the first bad one (an
+        honest certificate holds only verified signatures of distinct members)."""
+        if not self.well_formed(sigs):
+            return False
+        return all(self.check(kind, term, round, digest, signer, sig) for signer, sig in sigs)
+
+    def well_formed(self, sigs) -> bool:
+        """Between Q and n signatures, of distinct members: what any certificate must be before it costs a check."""
+        if not self.membership.quorum <= len(sigs) <= self.membership.n:
+            return False
+        signers = [signer for signer, _sig in sigs]
+        return len(set(signers)) == len(signers) and all(signer in self.membership for signer in signers)
 
     def prepared(self, cert: PreparedCertificate) -> bool:
         return cert.entry.round == cert.round and self.quorum_of("prepare", cert.term, cert.round, cert.digest,
@@ -107,6 +125,8 @@ class Verifier:
 
     def term_certificate(self, msg: NewTerm) -> bool:
         """2f+1 distinct members' valid votes for the sender in msg.term (locks included)."""
+        if not self.membership.quorum <= len(msg.votes) <= self.membership.n:
+            return False  # screened before any signature is checked
         voters = set()
         for v in msg.votes:
             if v.term != msg.term or v.candidate != msg.sender or v.sender in voters or not self.vote(v):
@@ -123,3 +143,18 @@ class Verifier:
 
 def sign_fields(swarm_id: str, crypto: Crypto, kind: str, term: int, round: int, digest: bytes, sender: str) -> bytes:
     return crypto.sign(signing_bytes(swarm_id, kind, term, round, digest, sender))
+
+
+def signature_work(msg: Message) -> int:
+    """The most signature checks ``msg`` can cost a replica: its own signature and every one inside the
+    certificates it carries. The node charges this to the sender's rate budget before the core sees the message,
+    so a member that packs certificates pays for the work it asks for."""
+    if isinstance(msg, Vote):
+        return 1 + (len(msg.lock.signatures) if msg.lock is not None else 0)
+    if isinstance(msg, NewTerm):
+        return 1 + sum(signature_work(vote) for vote in msg.votes)
+    if isinstance(msg, CatchUpResponse):
+        return 1 + sum(len(committed.cert.signatures) for committed in msg.entries)
+    if isinstance(msg, EvidenceMessage):
+        return 3
+    return 1

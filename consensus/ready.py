@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .actions import (Action, Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState,
-                      ReportEvidence, Send, ValidateProposal, WakeAt)
+                      RejectMessage, ReportEvidence, Send, ValidateProposal, WakeAt)
 from .messages import CommittedEntry, Evidence
 from .state import HardState
 
@@ -27,6 +27,7 @@ class Ready:
     requests: tuple[Request, ...] = ()             # build a proposal, validate one, load old entries
     evidence: tuple[Evidence, ...] = ()            # signed proof of a leader's equivocation
     wake_at: float | None = None                   # feed a Tick at or after this time
+    rejections: tuple[str, ...] = ()               # why the message handled was invalid (score who delivered it)
 
     @property
     def must_sync(self) -> bool:
@@ -39,6 +40,7 @@ def ready(actions: list[Action]) -> Ready:
     hard_state = None
     groups: dict[str, list] = {"entries": [], "messages": [], "committed": [], "requests": [], "evidence": []}
     wake_at = None
+    rejections = []
     for action in actions:
         if isinstance(action, PersistHardState):
             hard_state = action.state
@@ -54,7 +56,9 @@ def ready(actions: list[Action]) -> Ready:
             groups["evidence"].append(action.evidence)
         elif isinstance(action, WakeAt):
             wake_at = action.time
+        elif isinstance(action, RejectMessage):
+            rejections.append(action.reason)
         else:
             raise TypeError(f"unknown action {type(action).__name__}")
     return Ready(hard_state, *(tuple(groups[k]) for k in ("entries", "messages", "committed", "requests",
-                                                          "evidence")), wake_at)
+                                                          "evidence")), wake_at, tuple(rejections))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from .actions import Action, Broadcast, LoadEntries, PersistHardState, ReportEvidence, Send, WakeAt
+from .actions import Action, Broadcast, LoadEntries, PersistHardState, RejectMessage, ReportEvidence, Send, WakeAt
 from .bounds import EVIDENCE_MEMORY_ROUNDS, record_proposal, record_signature  # noqa: F401 (re-exported)
 from .commit_path import CommitPath
 from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
@@ -179,6 +179,10 @@ class Replica(TermRules, CommitPath):
         self.messages_sent += self.membership.n - 1
         self._out.append(Broadcast(msg))
 
+    def _reject(self, reason: str) -> None:
+        """The message being handled could only come from a faulty member: the node scores who delivered it."""
+        self._out.append(RejectMessage(reason))
+
     def _send(self, to: str, msg) -> None:
         if to != self.id:
             self.messages_sent += 1
@@ -341,7 +345,10 @@ class Replica(TermRules, CommitPath):
             if entry.round < self.pending:
                 continue
             if (entry.round != self.pending or cert.round != entry.round or cert.digest != entry.digest()
-                    or entry.parent_state_hash != self.head_state_hash or not self.verify.committed(cert)):
+                    or entry.parent_state_hash != self.head_state_hash):
+                return  # stale or from another branch of time: an honest peer may send it
+            if not self.verify.committed(cert):
+                self._reject("invalid_certificate")
                 return
             self._commit(ce)
         if len(msg.entries) == MAX_CATCHUP_ENTRIES:
@@ -359,8 +366,11 @@ class Replica(TermRules, CommitPath):
     }
 
     def _on_message(self, msg) -> None:
-        if msg.sender == self.id or msg.sender not in self.membership or not self.verify.message(msg):
-            return  # unsigned, forged, replayed across fields, or from outside the swarm
+        if msg.sender == self.id:
+            return
+        if msg.sender not in self.membership or not self.verify.message(msg):
+            self._reject("bad_signature")  # forged, replayed across fields, or from outside the swarm
+            return
         if isinstance(msg, (Timeout, RequestVote, Vote)) and msg.round > self.committed_round:
             self._request_catchup(msg.sender)  # it committed more than we did: fetch before elections need it
         getattr(self, self._HANDLERS[type(msg)])(msg)

@@ -112,8 +112,10 @@ class TermRules:
         self._send(msg.sender, self.my_vote)
 
     def _on_vote(self, vote: Vote) -> None:
-        if (self.role != CANDIDATE or vote.term != self.view or vote.candidate != self.id
-                or not self.verify.vote(vote)):
+        if self.role != CANDIDATE or vote.term != self.view or vote.candidate != self.id:
+            return
+        if not self.verify.vote(vote):
+            self._reject("invalid_certificate")  # its signature was checked on arrival: the lock is bad
             return
         self.votes[vote.sender] = vote
         self._maybe_win()
@@ -137,7 +139,10 @@ class TermRules:
         if (msg.term < self.view and not self._may_step_back(msg.term)) or (
                 msg.term == self.view and self.leader is not None):
             return
-        if msg.sender == self.id or not self.verify.term_certificate(msg):
+        if msg.sender == self.id:
+            return
+        if not self.verify.term_certificate(msg):
+            self._reject("invalid_certificate")
             return
         if msg.term > self.hard.term:
             self._persist(term=msg.term)

@@ -9,8 +9,9 @@ from consensus.actions import (Apply, BuildProposal, LoadEntries, PersistEntry, 
                                ValidateProposal)
 from consensus.events import EntriesLoaded, PayloadsReady, ProposalBuilt, Tick, ValidationResult
 from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, EvidenceMessage,
-                                Heartbeat, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote, signing_bytes)
-from consensus.quorum import BAD_SIGNATURE, NOT_MEMBER, Membership, Verifier
+                                Heartbeat, NewTerm, PrePrepare, Prepare, PreparedCertificate, RequestVote, Timeout, Vote,
+                                signing_bytes)
+from consensus.quorum import BAD_SIGNATURE, DUPLICATE_SIGNER, NOT_MEMBER, Membership, Verifier, signature_work
 from consensus.replica import CANDIDATE, ELECTING, FOLLOWER, LEADER
 from consensus.state import HardState, PersistedState
 from consensus.timing import AdaptiveTimeouts, TimingConfig
@@ -59,9 +60,43 @@ def test_a_certificates_signers_are_its_distinct_members_with_valid_signatures_a
     sigs = good + [good[0], forged, ("mallory", good[1][1])]
     valid, rejected = verifier.signers("commit", 1, e.round, e.digest(), sigs)
     assert valid == {"a", "b"}
-    assert rejected == [("c", BAD_SIGNATURE), ("mallory", NOT_MEMBER)]
+    assert rejected == [("a", DUPLICATE_SIGNER), ("c", BAD_SIGNATURE), ("mallory", NOT_MEMBER)]
     assert not verifier.quorum_of("commit", 1, e.round, e.digest(), sigs)  # two distinct signers, Q = 3
-    assert verifier.quorum_of("commit", 1, e.round, e.digest(), sigs + [(c.sender, c.sig) for c in [commit(1, e, "d")]])
+    third = [(c.sender, c.sig) for c in [commit(1, e, "d")]]
+    assert verifier.quorum_of("commit", 1, e.round, e.digest(), good + third)
+    # A quorum of valid signatures does not make junk beside them acceptable: a certificate is exactly its signers.
+    assert not verifier.quorum_of("commit", 1, e.round, e.digest(), sigs + third)
+
+
+def test_a_certificate_costs_no_signature_check_until_its_shape_is_right_and_stops_at_the_first_bad_one():
+    """Work-based admission: a member can make us verify at most n signatures per certificate, and a certificate
+    with a duplicate, a non-member or more entries than members costs nothing at all."""
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def verify(self, sender_id, payload, sig):
+            self.calls += 1
+            return self.inner.verify(sender_id, payload, sig)
+
+    e = entry()
+    good = [(c.sender, c.sig) for c in (commit(1, e, m) for m in ("a", "b", "c"))]
+    for junk in (good + [good[0]], good[:2] + [good[0]], good + [("mallory", good[0][1])], good * 300):
+        crypto = Counting(RING.signer("a"))
+        assert not Verifier(SWARM, Membership(MEMBERS), crypto).quorum_of("commit", 1, e.round, e.digest(), junk)
+        assert crypto.calls == 0
+    crypto = Counting(RING.signer("a"))
+    forged_first = [("a", good[1][1])] + good[1:]
+    assert not Verifier(SWARM, Membership(MEMBERS), crypto).quorum_of("commit", 1, e.round, e.digest(), forged_first)
+    assert crypto.calls == 1
+
+
+def test_the_work_a_message_can_cost_counts_every_signature_it_carries():
+    e = entry()
+    lock = PreparedCertificate(1, e.round, e, tuple((m, b"s") for m in ("a", "b", "c")))
+    vote = Vote(2, 0, "b", lock, "a")
+    assert signature_work(vote) == 4 and signature_work(Vote(2, 0, "b", None, "a")) == 1
+    assert signature_work(NewTerm(2, (vote, vote, Vote(2, 0, "b", None, "c")), "b")) == 1 + 4 + 4 + 1
 
 
 def test_each_signature_is_verified_once_however_often_certificates_repeat_it():

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from crypto import wire
 
-from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState, ReportEvidence, \
-    Send, ValidateProposal, WakeAt
+from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState, RejectMessage, \
+    ReportEvidence, Send, ValidateProposal, WakeAt
 from ..bounds import MAX_TERMS_PER_ROUND
 from ..events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
@@ -159,7 +159,7 @@ class World:
             if node.id == dst:
                 for _ in range(copies):
                     delay = self.rng.uniform(0.001, self.faults.max_delay if self.faulty() else 0.05)
-                    self.schedule(delay, ("msg", node, node.incarnation, msg))
+                    self.schedule(delay, ("msg", node, node.incarnation, (src, msg)))
 
     def send_from(self, node: SimNode, to: str | None, msg) -> None:
         """to=None broadcasts to every other member."""
@@ -170,19 +170,20 @@ class World:
             self.deliver(node.id, dst, msg)
 
     # ------------------------------------------------------------------------------ node side
-    def feed(self, node: SimNode, event) -> None:
+    def feed(self, node: SimNode, event, source: str | None = None) -> None:
+        """Step ``node`` with ``event``; ``source``: the member that delivered the message it carries."""
         replica = node.replica
         if node.byzantine is not None:
             actions = node.byzantine.step(self, node, event)
         else:
             actions = replica.step(self.now, event)
-        self.execute(node, actions)
+        self.execute(node, actions, source)
         if node.id in self.honest and replica.leader is not None:
             self.inv.leader_seen(node.id, replica.term, replica.leader)
         if node.id in self.honest and self.steps % 8 == 0:  # sampled: a flood grows far past the limit anyway
             self.inv.bounded(node.id, replica.footprint(), FOOTPRINT_LIMIT)
 
-    def execute(self, node: SimNode, actions) -> None:
+    def execute(self, node: SimNode, actions, source: str | None = None) -> None:
         honest = node.id in self.honest
         for action in actions:
             if isinstance(action, PersistHardState):
@@ -221,6 +222,10 @@ class World:
                 self.schedule(0.005, ("load", node, node.incarnation, action))
             elif isinstance(action, ReportEvidence):
                 pass
+            elif isinstance(action, RejectMessage):
+                if honest and source in self.honest:
+                    self.inv.fail(f"honest messages are never rejected: {node.id} rejected one that {source} "
+                                  f"delivered ({action.reason})")
             else:
                 raise TypeError(action)
 
@@ -369,7 +374,8 @@ class World:
             self.frozen[node.id].append((kind, node, incarnation, data))
             return
         if kind == "msg":
-            self.feed(node, Received(data))
+            src, msg = data
+            self.feed(node, Received(msg), source=src)
         elif kind == "tick":
             if data is None or data == node.wake_token:
                 self.feed(node, Tick())

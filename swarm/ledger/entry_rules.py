@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 from consensus.messages import evidence_from_plain
-from consensus.quorum import NOT_MEMBER, Membership, Verifier
+from consensus.quorum import DUPLICATE_SIGNER, NOT_MEMBER, Membership, Verifier
 from crypto import wire
 from crypto.keys import verify_by_peer_id
 from crypto.wire import DecodeError
@@ -68,6 +68,7 @@ def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes
     problems = ["certificate holds a malformed signature"] * (len(sigs) - len(well_formed))
     valid, rejected = _verifier(genesis).signers("commit", term, round_, digest, well_formed)
     problems += [f"signer {signer[:16]} is not a genesis member" if why == NOT_MEMBER
+                 else f"{genesis.name_of(signer)} signed more than once" if why == DUPLICATE_SIGNER
                  else f"signature of {genesis.name_of(signer)} does not verify" for signer, why in rejected]
     return valid, problems
 
