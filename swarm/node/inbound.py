@@ -5,6 +5,10 @@ the connection's own peer, a decodable consensus message; then the core gets it.
 round the pool accepts, not a payload already held (dropped before any decoding), then the receiver's checks
 (signature, membership, round, parent, size, decodable, finite) off the event loop. Every refusal is counted by
 reason and lowers the sender's local score, which decides bans; none of it reaches the replicated state.
+
+Reasons are counted under fixed labels (peer_scores.label): a text a peer could shape never becomes a counter key
+or a metric series. Non-members (refused by the transport) are counted but get no score entry, so a stream of fresh
+keys cannot grow the score table.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from crypto.envelope import open_envelope, peek as peek_envelope
 from crypto.wire import DecodeError
 from swarm.ledger.store import Store
 from swarm.node.core_link import decode_message
-from swarm.node.peer_scores import PeerScores
+from swarm.node.peer_scores import PeerScores, label
 from swarm.node.records import Metrics
 from swarm.round.gradient import Gradient
 from swarm.round.pool import GradientPool
@@ -92,6 +96,9 @@ class Inbound:
         return True
 
     async def on_misbehaviour(self, peer: str, reason: str) -> None:
+        if peer in self.members and self.scores.is_banned(peer, time.monotonic()):
+            self._count_banned(peer)  # dropped while banned (a stream reset unread, say): counted, not penalised
+            return
         self.reject(peer, reason, "reported by the transport")
 
     def may_fetch(self, peer: str) -> bool:
@@ -99,18 +106,25 @@ class Inbound:
         return not self.scores.is_banned(peer, time.monotonic())
 
     def reject(self, peer: str, reason: str, detail: str) -> None:
-        self.metrics.rejected[reason] += 1
-        self.scores.penalize(peer, reason, time.monotonic(), detail)
-        entry = self.scores.get(peer)
-        if peer in self.members:
-            self.store.put_local_score(peer, entry.score, entry.rejected, reason)
+        tag = label(reason)
+        if tag != reason:
+            detail = f"({reason!r}) {detail}"
+        self.metrics.rejected[tag] += 1
+        if peer not in self.members:
+            log.info("refused %s (not a member): %s %s", peer[:16], tag, detail)
+            return
+        entry = self.scores.penalize(peer, tag, time.monotonic(), detail)
+        self.store.put_local_score(peer, entry.score, entry.rejected, tag)
 
     def _admit(self, peer: str, data: bytes) -> bool:
         """Count what arrived; False for a banned peer, whose messages are dropped unread (counted, not penalised
         again)."""
         self.metrics.bytes_in += len(data)
         if self.scores.is_banned(peer, time.monotonic()):
-            self.metrics.rejected["banned"] += 1
-            self.scores.get(peer).reasons["banned"] += 1
+            self._count_banned(peer)
             return False
         return True
+
+    def _count_banned(self, peer: str) -> None:
+        self.metrics.rejected["banned"] += 1
+        self.scores.get(peer).reasons["banned"] += 1

@@ -38,7 +38,10 @@ class PushResult:
 @dataclass
 class Callbacks:
     """The node's hooks; any left as None is ignored (get_payload None = serve nothing; may_fetch None = any
-    member may fetch). ``may_fetch(peer_id)`` is called from the transport's thread and must not block."""
+    member may fetch). ``may_fetch(peer_id)`` is called from the transport's thread and must not block: False (a
+    peer the node has banned) means its fetch and push streams are reset before any body is read, each reported as
+    misbehaviour "banned" (a drop to count, not a new offence). Misbehaviour reasons are fixed texts
+    (swarm/transport/engine.py), never text from a peer."""
 
     on_payload: OnPayload | None = None
     on_control: OnControl | None = None

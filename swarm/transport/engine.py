@@ -41,6 +41,15 @@ PUSH_STREAM_REUSE_S = 60.0   # sender: an idle push stream older than this is cl
 DIAL_TIMEOUT_S = 5.0
 HASH_IN_THREAD_BYTES = 1 << 20
 
+# Misbehaviour reports are these fixed texts only (the node counts them under fixed labels, node/peer_scores.py):
+# nothing a peer sends ever becomes part of a reason; details go to the log.
+NOT_A_MEMBER = "not a genesis member: connection refused"
+STREAM_FROM_NON_MEMBER = "stream from a non-member"
+MALFORMED_FRAME = "malformed frame"
+BAD_FETCH_ANSWER = "bad fetch answer"
+FLOODING = "flooding"
+BANNED = "banned"  # a stream from a peer the node has banned, reset unread (counted as a drop, not a new penalty)
+
 
 class Sink(Protocol):
     """Hooks into the asyncio side; each is called from the trio thread and must not block."""
@@ -101,7 +110,7 @@ class Engine:
     # ---- membership and address book ----------------------------------------------------------------------
     def _refused(self, peer_id: str) -> None:
         self.refused += 1
-        self.sink.misbehaviour(peer_id, "not a genesis member: connection refused")
+        self.sink.misbehaviour(peer_id, NOT_A_MEMBER)
 
     def _learn_addr(self, addr: str) -> None:
         try:
@@ -248,13 +257,14 @@ class Engine:
                 return
             member = self.members.get(peer_id)
             if member is None:
-                self.sink.misbehaviour(peer_id, "stream from a non-member")
+                self.sink.misbehaviour(peer_id, STREAM_FROM_NON_MEMBER)
                 await bulk.reset(stream)
                 return
             try:
                 await handler(member, stream)
-            except FrameError as exc:
-                self.sink.misbehaviour(peer_id, f"malformed frame: {exc}")
+            except FrameError as exc:  # the reason is a fixed text; what the peer's bytes said goes to the log only
+                log.info("malformed frame from %s: %s", peer_id[:16], _clip(exc))
+                self.sink.misbehaviour(peer_id, MALFORMED_FRAME)
                 await bulk.reset(stream)
             except StreamClosed:
                 await bulk.reset(stream)
@@ -287,8 +297,20 @@ class Engine:
             if line and not line.endswith(self.peer_id):
                 self._learn_addr(line)
 
+    async def _refuse_banned(self, member: Member, stream: Any) -> bool:
+        """A peer the node has banned (``may_fetch`` False): reset its stream before any body is read, and report
+        the drop (a fixed reason, so the node counts it without a new penalty). True when refused."""
+        if self.sink.may_fetch(member.peer_id):
+            return False
+        await bulk.reset(stream)
+        self.sink.misbehaviour(member.peer_id, BANNED)
+        return True
+
     async def _on_push_stream(self, member: Member, stream: Any) -> None:
-        """Pushes on one long-lived stream, one after another, until the sender closes it (or goes idle)."""
+        """Pushes on one long-lived stream, one after another, until the sender closes it (or goes idle). A banned
+        peer's stream is reset unread, before its first header and again before each body."""
+        if await self._refuse_banned(member, stream):
+            return
         while True:
             raw = None
             with trio.move_on_after(PUSH_STREAM_IDLE_S):
@@ -297,6 +319,8 @@ class Engine:
                     break
             if raw is None:  # idle too long: the sender opens a new stream next time
                 await bulk.reset(stream)
+                return
+            if await self._refuse_banned(member, stream):
                 return
             async with member.bulk_slots:
                 with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):  # no half-sent push held forever
@@ -325,7 +349,7 @@ class Engine:
             await bulk.reset(stream)
             if not over_rate and now - member.flooding_reported_at >= FLOODING_REPORT_S:
                 member.flooding_reported_at = now
-                self.sink.misbehaviour(member.peer_id, "flooding")
+                self.sink.misbehaviour(member.peer_id, FLOODING)
             return
         try:
             with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
@@ -415,7 +439,8 @@ class Engine:
                 try:
                     data = await bulk.request_fetch(stream, digest, self.config.max_payload_bytes)
                 except FrameError as exc:
-                    self.sink.misbehaviour(peer_id, f"bad fetch answer: {exc}")
+                    log.info("bad fetch answer from %s: %s", peer_id[:16], _clip(exc))
+                    self.sink.misbehaviour(peer_id, BAD_FETCH_ANSWER)
                     await bulk.reset(stream)
                     return None
                 with trio.move_on_after(1):
@@ -424,6 +449,11 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a failed fetch is just None
             log.debug("fetch from %s failed: %r", peer_id[:16], exc)
             return None
+
+
+def _clip(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _sha256(data: bytes) -> bytes:

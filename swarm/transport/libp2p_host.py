@@ -18,7 +18,7 @@ from crypto.keys import NodeKey
 from swarm.config import TransportConfig
 from swarm.transport.base import Callbacks, PeerInfo, PushResult
 from swarm.transport.bridge import BridgeClosed, TrioThread
-from swarm.transport.engine import Engine
+from swarm.transport.engine import BANNED, Engine
 from swarm.transport.framing import KIND_DATA, MAX_CONTROL_BYTES, encode_control
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,10 @@ class Libp2pTransport:
         self._post("peer", peer_id, connected)
 
     def misbehaviour(self, peer_id: str, reason: str) -> None:
-        log.warning("peer %s misbehaved: %s", peer_id[:16], reason)
+        if reason == BANNED:  # a banned peer's stream reset unread: routine while the ban lasts
+            log.debug("dropped a stream from banned peer %s", peer_id[:16])
+        else:
+            log.warning("peer %s misbehaved: %s", peer_id[:16], reason)
         if self.callbacks.on_misbehaviour is not None:
             self._thread.submit(self.callbacks.on_misbehaviour(peer_id, reason))
 
