@@ -187,15 +187,47 @@ class Genesis:
         return self.peer_ids.index(peer_id)
 
 
+MAX_CONFIG_BYTES = 1 << 20   # a node config or genesis is a few KB; a bigger file is refused unread
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (``*name``): a config never needs them, and a few hundred bytes of nested
+    aliases expand to gigabytes (the "billion laughs") in anything that walks or prints the value."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a swarm config",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse config YAML safely: plain data only, no aliases; raises yaml.YAMLError (or RecursionError for absurd
+    nesting)."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), "", f"larger than {MAX_CONFIG_BYTES} bytes: not a swarm config")
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "", "not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+        raise ConfigError(str(path), "", f"not valid YAML: {str(exc)[:300]}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "", "not valid YAML: nested too deeply") from None
 
 
 def _resolve(base: Path, value: str) -> str:

@@ -7,6 +7,7 @@ code. Types come from the dataclass annotations; extra constraints (ranges, choi
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
@@ -97,8 +98,14 @@ def _check_range(value: float, source: str, key: str, meta: typing.Mapping[str, 
     return value
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxdict = _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = 4
+
+
 def _describe(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+    """A short description of a wrong value: bounded work whatever its size (never the repr of it all)."""
+    return "nothing" if value is None else f"{type(value).__name__} {_SHORT.repr(value)}"[:80]
 
 
 def _join(prefix: str, name: str) -> str:
