@@ -1,6 +1,7 @@
 """Inbound control messages per peer: a burst, then a steady rate; a member that floods valid, signed messages is
 dropped as flooding, penalised and banned (its fetches refused too), and the others are not held to its account."""
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -27,7 +28,7 @@ def test_peers_have_separate_buckets_and_bad_settings_are_refused():
 
 
 def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
-    from consensus.messages import Heartbeat
+    from consensus.messages import Heartbeat, signed_fields, signing_bytes
     from crypto.keys import load_key
     from swarm.config import load_genesis, load_node_config
     from swarm.node.core_link import encode_message
@@ -42,11 +43,16 @@ def test_a_member_flooding_signed_messages_is_dropped_and_banned(tmp_path):
     swarm_id = node.genesis.swarm_id
     burst = config.transport.control_burst
 
+    def heartbeat(key, i):  # valid all through: the envelope and the consensus message inside are both signed
+        message = Heartbeat(1, i, key.peer_id)
+        kind, term, round_, digest, sender = signed_fields(message)
+        message = dataclasses.replace(message, sig=key.sign(signing_bytes(swarm_id, kind, term, round_, digest, sender)))
+        return encode_message(key, swarm_id, message)
+
     async def scenario() -> None:
-        # Valid envelopes from a member (the core then drops them: their inner signature is empty).
         for i in range(burst + 150):
-            await node.inbound.on_control(flooder.peer_id, encode_message(flooder, swarm_id, Heartbeat(1, i, flooder.peer_id)))
-        await node.inbound.on_control(honest.peer_id, encode_message(honest, swarm_id, Heartbeat(1, 0, honest.peer_id)))
+            await node.inbound.on_control(flooder.peer_id, heartbeat(flooder, i))
+        await node.inbound.on_control(honest.peer_id, heartbeat(honest, 0))
 
     asyncio.run(scenario())
     assert node.metrics.rejected["flooding"] >= 5  # penalised until its local score ran out

@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 from consensus.messages import Message
+from consensus.quorum import signature_work
 from crypto.envelope import open_envelope, peek as peek_envelope
 from crypto.wire import DecodeError
 from swarm.ledger.store import Store
@@ -37,7 +38,7 @@ class Inbound:
     def __init__(self, swarm_id: str, members: set[str], scores: PeerScores, limiter: PeerRateLimiter,
                  pool: GradientPool, store: Store, metrics: Metrics, max_payload_bytes: int,
                  verify: Callable[..., Gradient], parent_for: Callable[[int], bytes | None],
-                 on_message: Callable[[Message], None], on_gradient: Callable[[Gradient], None],
+                 on_message: Callable[[str, Message], None], on_gradient: Callable[[Gradient], None],
                  on_duplicate: Callable[[], None]):
         self.swarm_id, self.members = swarm_id, members
         self.scores, self.limiter, self.pool, self.store = scores, limiter, pool, store
@@ -60,8 +61,12 @@ class Inbound:
         except DecodeError as exc:
             self.reject(peer, exc.reason, str(exc))
             return
+        extra = signature_work(message) - 1  # certificates inside: paid for before anything is verified
+        if extra and not self.limiter.allow(peer, time.monotonic(), extra):
+            self.reject(peer, "flooding", f"a message asking for {extra + 1} signature checks, over budget")
+            return
         self.scores.reward(peer)
-        self._on_message(message)
+        self._on_message(peer, message)
 
     async def on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
         if not self._admit(peer, data):

@@ -175,14 +175,18 @@ class Node:
         self._wake.set()
 
     # ------------------------------------------------------------------------------------------- core driving
-    def step(self, event) -> None:
-        """Feed the core one event and carry out what it returns."""
+    def step(self, event, source: str | None = None) -> None:
+        """Feed the core one event and carry out what it returns; ``source``: the peer that delivered the message
+        the event carries, scored when the core finds it invalid."""
         try:
             actions = self.core.step(time.monotonic(), event)
         except Exception:  # a bug in the core must not take the node down silently
             log.exception("consensus core failed on %s", type(event).__name__)
             return
-        self.carry_out(ready(actions))
+        batch = ready(actions)
+        self.carry_out(batch)
+        for reason in batch.rejections if source is not None else ():
+            self.inbound.reject(source, reason, f"{type(event.message).__name__} refused by the consensus core")
         if self.elections.observe(self.core):
             self.metrics.leader_changes += 1
             self._schedule_handover(self.state.round + 1)
@@ -257,8 +261,8 @@ class Node:
                 self.step(Tick())
 
     # ------------------------------------------------------------------------------------------- transport side
-    def _on_message(self, message) -> None:
-        self.step(Received(message))
+    def _on_message(self, peer: str, message) -> None:
+        self.step(Received(message), source=peer)
 
     def _parent_for(self, round_: int) -> bytes | None:
         """The parent a gradient for ``round_`` must name: our state's hash for the pending round; unchecked for

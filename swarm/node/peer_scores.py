@@ -17,7 +17,7 @@ log = logging.getLogger("swarm.node.peer_scores")
 
 PENALTIES = {
     "bad_signature": 0.3, "unknown_peer": 0.3, "equivocation": 0.5, "garbage": 0.2, "non_finite": 0.3,
-    "wrong_shape": 0.3, "flooding": 0.1, "wrong_round": 0.02, "wrong_parent": 0.02,
+    "wrong_shape": 0.3, "invalid_certificate": 0.3, "flooding": 0.1, "wrong_round": 0.02, "wrong_parent": 0.02,
 }
 DEFAULT_PENALTY = 0.1
 # Every label a rejection may be counted under: the DecodeError reasons (crypto/wire.py and the decoders), the
@@ -29,7 +29,7 @@ REASONS = frozenset({
     "non_canonical", "non_finite", "relayed", "too_deep", "too_large", "trailing_bytes", "truncated",
     "uncertified_state", "unknown_peer", "wrong_dim", "wrong_dtype", "wrong_parent", "wrong_round", "wrong_shape",
     "wrong_swarm", "wrong_type", "equivocation", "flooding", "garbage", "banned", "stale_or_future_round",
-    "non_member", "malformed_frame", "bad_fetch_answer", "bad_certificate", "other",
+    "non_member", "malformed_frame", "bad_fetch_answer", "bad_certificate", "invalid_certificate", "other",
 })
 # The transport's misbehaviour reports (fixed texts, swarm/transport/engine.py) and the label each is counted under.
 TRANSPORT_REASONS = {

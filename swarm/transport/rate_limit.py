@@ -17,12 +17,12 @@ class TokenBucket:
         self.rate, self.burst = rate, burst
         self.tokens, self.updated = burst, now
 
-    def take(self, now: float) -> bool:
-        """One token if there is one (refilled at ``rate`` per second up to ``burst``)."""
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """``cost`` tokens if there are that many (refilled at ``rate`` per second up to ``burst``)."""
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 
@@ -35,8 +35,10 @@ class PeerRateLimiter:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, TokenBucket] = {}
 
-    def allow(self, peer: str, now: float) -> bool:
+    def allow(self, peer: str, now: float, cost: float = 1.0) -> bool:
+        """Whether ``peer`` may have ``cost`` more units of work now (a message is 1; each signature it makes us
+        check beyond its own costs 1 more, consensus.quorum.signature_work)."""
         bucket = self._buckets.get(peer)
         if bucket is None:
             bucket = self._buckets[peer] = TokenBucket(self.rate, self.burst, now)
-        return bucket.take(now)
+        return bucket.take(now, cost)
