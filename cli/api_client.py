@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cli.errors import UserFacingError
 from swarm.ops import http_json
@@ -24,7 +25,11 @@ def add_api_arguments(parser, *, repeatable: bool = False) -> None:
     else:
         where.add_argument("--api", metavar="URL", help="the node's API, e.g. http://127.0.0.1:9100 "
                                                         "(default: $SWARM_API)")
-        where.add_argument("--data-dir", metavar="DIR", help="a node's data folder: read its api.port")
+        where.add_argument("--data-dir", metavar="DIR", help="a node's data folder: read its api.port, or its store "
+                                                              "when the node is not running")
+        parser.add_argument("--genesis", metavar="FILE",
+                            help="with --data-dir and a stopped node outside the cluster layout: its genesis "
+                                 "(default DIR/../../genesis.yaml)")
     parser.add_argument("--token", default=os.environ.get("SWARM_API_TOKEN"),
                         help="bearer token, when the node's API is bound beyond loopback (default: $SWARM_API_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON for scripts")
@@ -66,3 +71,27 @@ def fetch_json(base: str, path: str, token: str | None = None, timeout: float = 
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def node_json(args, path: str, offline_view: Callable[[Any], Any]) -> Any:
+    """``path`` from the node's API; with --data-dir and no node answering there, the same view computed from the
+    stopped node's store (swarm/ops/offline.py), with a note on stderr saying so."""
+    try:
+        return fetch_json(api_url(args), path, args.token)
+    except UserFacingError:
+        if not getattr(args, "data_dir", None):
+            raise
+    from swarm.ops.offline import open_offline  # torch and the store: only when a node is not running
+
+    data_dir = Path(args.data_dir)
+    try:
+        node = open_offline(data_dir, Path(args.genesis) if getattr(args, "genesis", None) else None)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserFacingError(f"no running node answers for {data_dir}, and its store cannot be read: {exc}") from None
+    try:
+        value = offline_view(node)
+    finally:
+        node.close()
+    as_of = "its newest state" if node.exact else f"its newest certified snapshot (round {node.state.round})"
+    print(f"node not running: read from its store in {data_dir}, as of {as_of}", file=sys.stderr)
+    return value

@@ -4,8 +4,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cli.api_client import add_api_arguments, api_url, fetch_json, print_json
+from cli.api_client import add_api_arguments, node_json, print_json
 from cli.errors import UserFacingError
+from swarm.ops.api import log_view
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +20,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.start < 1 or not 1 <= args.limit <= 10_000:
         raise UserFacingError("--from must be >= 1 and --limit in 1..10000")
-    rows = fetch_json(api_url(args), f"/log?from={args.start}&limit={args.limit}", args.token)
+    rows = node_json(args, f"/log?from={args.start}&limit={args.limit}",
+                     lambda node: log_view(node, args.start, args.limit))
     if args.json:
         print_json(rows)
         return 0

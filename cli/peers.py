@@ -4,7 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cli.api_client import add_api_arguments, api_url, fetch_json, print_json
+from cli.api_client import add_api_arguments, node_json, print_json
+from swarm.ops.api import peers_view
 
 
 def add_parser(subparsers) -> None:
@@ -14,7 +15,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    rows = fetch_json(api_url(args), "/peers", args.token)
+    rows = node_json(args, "/peers", peers_view)
     if args.json:
         print_json(rows)
         return 0
