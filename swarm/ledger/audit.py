@@ -5,6 +5,12 @@ certificate's signatures against the genesis members (2f+1 distinct valid signer
 state hash (round 1: the genesis state), and re-derives the state hash by replaying the stored gradient envelopes
 from state_0; where envelopes are missing, a snapshot file whose hash a certificate signs lets the replay resume.
 Every failure names its round and check, so an operator knows where a store went wrong.
+
+An auditor never runs code the bundle it audits names: unless the caller trusts it (``trust_code``, `swarm verify
+--config`), a custom model or dataset ("module:function") is not imported. state_0 is then unknown, so the audit
+takes the model's size and its starting state from what the chain certifies: it replays from the oldest snapshot
+file that hashes to a certified state hash, and the rounds before it are checked for certificates and links only
+(``certificate_only``; round 1's parent, the genesis state, is not checked).
 """
 from __future__ import annotations
 
@@ -17,9 +23,10 @@ from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig
 from swarm.ledger.entry_rules import initial_state, valid_commit_signers
 from swarm.ledger.replay import Replayer, StopReason
-from swarm.ledger.restore import certified_snapshot
+from swarm.ledger.restore import certified_snapshot, snapshot_dim
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import ChainRow, Store
+from swarm.training.build import custom_code
 
 
 @dataclass(frozen=True)
@@ -39,17 +46,20 @@ class AuditReport:
     replayed: int = 0
     from_snapshot: list[int] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    certificate_only: list[int] = field(default_factory=list)  # rounds checked for certificates and links only
+    not_imported: list[str] = field(default_factory=list)      # custom code the bundle names, not run by the audit
 
     @property
     def ok(self) -> bool:
         return not self.findings and self.rounds > 0
 
 
-def audit_store(data_dir: Path, genesis: Genesis, config: NodeConfig) -> AuditReport:
-    """Audit the store in ``data_dir`` (opened read-only: an audit never writes to what it inspects)."""
+def audit_store(data_dir: Path, genesis: Genesis, config: NodeConfig, trust_code: bool = False) -> AuditReport:
+    """Audit the store in ``data_dir`` (opened read-only: an audit never writes to what it inspects). A custom
+    model or dataset the genesis or config names is imported only with ``trust_code`` (see the module docstring)."""
     store = Store(data_dir, read_only=True)
     try:
-        return _audit(store, genesis, config)
+        return _audit(store, genesis, config, trust_code)
     finally:
         store.close()
 
@@ -60,31 +70,55 @@ _STOP_CHECKS = {StopReason.MISSING_PAYLOAD: "replay", StopReason.DAMAGED_PAYLOAD
                 StopReason.STATE_HASH_DIFFERS: "replay"}
 
 
-def _audit(store: Store, genesis: Genesis, config: NodeConfig) -> AuditReport:
+def _audit(store: Store, genesis: Genesis, config: NodeConfig, trust_code: bool) -> AuditReport:
     rows = list(store.rows())
     snapshots = {h: store.snapshot_path(h) for _round, h in store.snapshots()}
     report = AuditReport(rounds=len(rows))
     if not rows:
         report.findings.append(Finding(0, "chain", "no committed rounds in the store"))
         return report
-    state_0 = initial_state(genesis, config)
+    report.not_imported = [] if trust_code else custom_code(config, genesis)
+    if report.not_imported:  # state_0 would need the bundle's code: start from what the chain certifies
+        state_0, dim = None, _certified_dim(rows, snapshots)
+    else:
+        state_0 = initial_state(genesis, config)
+        dim = state_0.params.numel()
     replayable = set()  # rounds whose stored entry is the one their digest (and so their certificate) names
     previous: ChainRow | None = None
     for row in rows:
-        problems = _check_row(row, genesis, previous, previous.state_hash if previous else state_0.hash)
+        parent = previous.state_hash if previous else (state_0.hash if state_0 is not None else None)
+        problems = _check_row(row, genesis, previous, parent)
         report.findings.extend(problems)
         if not any(p.check in ("entry", "digest") for p in problems):
             replayable.add(row.round)
         previous = row
-    replayer = Replayer(genesis, state_0.params.numel(), config.transport.max_payload_bytes,
-                        store.gradient_envelope)
-    _replay_chain(rows, replayable, state_0, replayer, snapshots, report)
+    if dim is not None:
+        replayer = Replayer(genesis, dim, config.transport.max_payload_bytes, store.gradient_envelope)
+        _replay_chain(rows, replayable, state_0, replayer, snapshots, report)
+    if state_0 is None:
+        first = min(report.from_snapshot, default=None)
+        report.certificate_only = [row.round for row in rows if first is None or row.round < first]
     report.findings.extend(_check_snapshot_files(snapshots, {row.state_hash: row.round for row in rows}))
     report.findings.sort(key=lambda finding: finding.round)
     return report
 
 
-def _replay_chain(rows: list[ChainRow], replayable: set[int], state_0: ReplicatedState, replayer: Replayer,
+def _certified_dim(rows: list[ChainRow], snapshots: dict[bytes, Path]) -> int | None:
+    """The model's size from the oldest snapshot file that is a certified state (hash checked before parsing)."""
+    for row in rows:
+        path = snapshots.get(row.state_hash)
+        if path is None or not path.exists():
+            continue
+        try:
+            dim = snapshot_dim(path.read_bytes(), row.state_hash)
+        except OSError:
+            continue
+        if dim is not None:
+            return dim
+    return None
+
+
+def _replay_chain(rows: list[ChainRow], replayable: set[int], state_0: ReplicatedState | None, replayer: Replayer,
                   snapshots: dict[bytes, Path], report: AuditReport) -> None:
     """Replay every run of replayable rows from state_0; where the chain cannot be replayed (a row that fails,
     a gap, an entry that is not the certified one), resume from the next certified snapshot file."""
@@ -123,7 +157,8 @@ def _resume_from_snapshot(snapshots: dict[bytes, Path], row: ChainRow, replayer:
     return state
 
 
-def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None, expected_parent: bytes) -> list[Finding]:
+def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None,
+               expected_parent: bytes | None) -> list[Finding]:
     findings = []
     r = row.round
     if previous is None and r != 1:
@@ -138,7 +173,7 @@ def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None, expec
         findings.append(Finding(r, "digest", "the entry's digest differs from the stored digest"))
     if entry.round != r or entry.state_hash != row.state_hash:
         findings.append(Finding(r, "entry", "the entry's round or state hash differs from the stored row"))
-    if entry.parent_state_hash != expected_parent:
+    if expected_parent is not None and entry.parent_state_hash != expected_parent:  # None: state_0 unknown
         what = "the genesis state hash" if r == 1 else f"the state hash of round {r - 1}"
         findings.append(Finding(r, "parent", f"the entry's parent is not {what}"))
     findings.extend(_check_certificate(row, genesis))
@@ -166,7 +201,7 @@ def _certified_snapshot(path: Path | None, row: ChainRow, dim: int, genesis: Gen
         return None
     try:
         return certified_snapshot(path.read_bytes(), row.state_hash, dim, genesis.peer_ids)
-    except DecodeError:
+    except (DecodeError, OSError):  # hashed before it is parsed: a crafted file is only "not certified"
         return None
 
 

@@ -7,9 +7,13 @@ from peers), while a certified entry that intact payloads do not reproduce means
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from crypto import wire
 from crypto.wire import DecodeError
 from swarm.config import Genesis
 from swarm.ledger.replay import Replayer, Stop
@@ -53,26 +57,69 @@ def restore(store: Store, genesis: Genesis, genesis_state: ReplicatedState, max_
 
 
 def newest_certified_snapshot(store: Store, dim: int, members: list[str]) -> ReplicatedState | None:
-    """The newest stored snapshot that the chain certifies, or None."""
+    """The newest stored snapshot that the chain certifies, or None. A snapshot file that is not its certified
+    state (damaged, crafted, another model's) is set aside (renamed ``*.state.bad``, unless the store is read-only)
+    so it is neither tried nor served again; the node then starts from an older one or the genesis and catches up."""
     for round_, state_hash in store.snapshots():
         row = store.row(round_)
         if row is None or row.state_hash != state_hash:
             continue
+        path = store.snapshot_path(state_hash)
         try:
-            data = store.snapshot_path(state_hash).read_bytes()
+            data = path.read_bytes()
         except OSError:
             continue  # pruned
         try:
             return certified_snapshot(data, state_hash, dim, members)
         except DecodeError as exc:
             log.error("snapshot of round %d unusable (%s); trying an older one or the genesis", round_, exc)
+            set_aside(path, read_only=getattr(store, "read_only", False))
     return None
+
+
+def set_aside(path: Path, read_only: bool = False) -> Path | None:
+    """Rename a file that failed its hash check to ``<name>.bad`` (kept for a post-mortem, never read again);
+    the new path, or None when the store is read-only or the rename failed."""
+    if read_only:
+        return None
+    bad = path.with_name(path.name + ".bad")
+    try:
+        os.replace(path, bad)
+    except OSError as exc:
+        log.error("could not set aside %s: %s", path, exc)
+        return None
+    log.error("set aside %s as %s", path.name, bad.name)
+    return bad
 
 
 def certified_snapshot(data: bytes, certified_hash: bytes, dim: int, members: list[str]) -> ReplicatedState:
     """The state in a snapshot's bytes if it is the one a certificate signs; DecodeError otherwise. A snapshot
-    is trusted for its certified hash alone, wherever it came from (our disk, a peer, a store under audit)."""
-    state = ReplicatedState.deserialize(data, dim, members)
+    is trusted for its certified hash alone, wherever it came from (our disk, a peer, a store under audit): the
+    bytes are hashed before anything parses them, so a file nobody certified never reaches the decoder."""
+    if hashlib.sha256(data).digest() != certified_hash:
+        raise DecodeError("uncertified_state", "the snapshot does not hash to the certified state hash")
+    try:
+        state = ReplicatedState.deserialize(data, dim, members)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - certified bytes that still do not decode here (another model, say)
+        raise DecodeError("bad_state", f"snapshot does not decode: {type(exc).__name__}") from None
     if state.hash != certified_hash:
         raise DecodeError("uncertified_state", "the snapshot does not hash to the certified state hash")
     return state
+
+
+def snapshot_dim(data: bytes, certified_hash: bytes) -> int | None:
+    """The parameter count a certified snapshot's header states (hash checked first), or None: how an audit that
+    may not build the model learns its size from what the chain certifies."""
+    if hashlib.sha256(data).digest() != certified_hash or len(data) < 4:
+        return None
+    try:
+        header_len = int.from_bytes(data[-4:], "little")
+        if header_len > len(data) - 4:
+            return None
+        header = wire.loads(data[len(data) - 4 - header_len:len(data) - 4])
+        dim = header.get("dim") if isinstance(header, dict) else None
+    except Exception:  # noqa: BLE001 - any failure: no size from this file
+        return None
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and 0 < dim < (1 << 40) else None

@@ -31,6 +31,12 @@ def build_trainer(config: NodeConfig, genesis: Genesis, peer_id: str) -> Trainer
         prox_mu=config.training.prox_mu)
 
 
+def custom_code(config: NodeConfig, genesis: Genesis) -> list[str]:
+    """The "module:function" names that building state_0 would import: a custom model (genesis) or a custom
+    dataset (node config, for the model's input shape). Empty for the built-in ones, which import nothing."""
+    return [spec for spec in (genesis.model.custom, config.dataset.custom) if spec]
+
+
 def initial_parameters(config: NodeConfig, genesis: Genesis) -> torch.Tensor:
     """The same flat parameters as ``build_trainer(...).initial_parameters()``, from the model alone: no data is
     loaded or partitioned (for a built-in dataset), so tools that need only state_0 stay cheap."""
