@@ -10,7 +10,6 @@ import random
 from dataclasses import dataclass, field, replace
 
 from .actions import Action, Broadcast, LoadEntries, PersistHardState, RejectMessage, ReportEvidence, Send, WakeAt
-from .bounds import EVIDENCE_MEMORY_ROUNDS, record_proposal, record_signature  # noqa: F401 (re-exported)
 from .commit_path import CommitPath
 from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from .messages import (MAX_CATCHUP_ENTRIES, CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry,

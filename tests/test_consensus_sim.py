@@ -64,16 +64,17 @@ def test_a_heavy_flood_of_signed_junk_leaves_replicas_live_and_bounded(monkeypat
 @pytest.mark.parametrize("cap", ["record_signature", "record_proposal", "evidence"])
 def test_planted_unbounded_table_is_caught_by_the_simulator(monkeypatch, cap):
     """Lift one of the caps of consensus.bounds / _evidence_wanted and the flooder's junk piles up past the limit."""
+    import consensus.commit_path as commit_path_module
     import consensus.replica as replica_module
     from consensus.sim.byzantine import StateFlooder
 
     monkeypatch.setattr(StateFlooder, "batches", 4)
 
     if cap == "record_signature":
-        monkeypatch.setattr(replica_module, cap, lambda table, term, rnd, digest, sender, sig: (
+        monkeypatch.setattr(commit_path_module, cap, lambda table, term, rnd, digest, sender, sig: (
             table.setdefault((term, rnd, digest), {}).__setitem__(sender, sig), True)[1])
     elif cap == "record_proposal":
-        monkeypatch.setattr(replica_module, cap, lambda seen, sender, term, rnd, digest, sig: seen.__setitem__(
+        monkeypatch.setattr(commit_path_module, cap, lambda seen, sender, term, rnd, digest, sig: seen.__setitem__(
             (sender, term, rnd), (digest, sig)))
     else:
         monkeypatch.setattr(replica_module.Replica, "_evidence_wanted", lambda self, e: e.digest() not in self.reported)

@@ -11,10 +11,10 @@ from crypto import wire
 
 from ..actions import Apply, Broadcast, BuildProposal, LoadEntries, PersistEntry, PersistHardState, RejectMessage, \
     ReportEvidence, Send, ValidateProposal, WakeAt
-from ..bounds import MAX_TERMS_PER_ROUND
+from ..bounds import EVIDENCE_MEMORY_ROUNDS, MAX_TERMS_PER_ROUND
 from ..events import EntriesLoaded, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from ..messages import Entry, from_wire, to_wire
-from ..replica import EVIDENCE_MEMORY_ROUNDS, Config, Replica
+from ..replica import Config, Replica
 from ..state import PersistedState
 from ..timing import TimingConfig
 from .fakecrypto import KeyRing
