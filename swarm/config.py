@@ -7,6 +7,8 @@ a file are taken relative to that file's folder, so a cluster folder can be move
 """
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,7 +237,10 @@ def _resolve(base: Path, value: str) -> str:
     return str(path if path.is_absolute() else (base / path))
 
 
-def load_node_config(path: str | Path) -> NodeConfig:
+def load_node_config(path: str | Path, check_secrets: bool = True) -> NodeConfig:
+    """Load and check a node config. A config holding an API token must be private to its owner (mode 0600) and
+    the token strong (``check_token``); ``check_secrets=False`` skips both, for tools that never use the token
+    (an offline audit)."""
     path = Path(path)
     config = build(NodeConfig, _read_yaml(path), str(path))
     base = path.resolve().parent
@@ -249,7 +254,35 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(str(path), f"bootstrap[{i}]", f"expected a multiaddr ending in /p2p/<peer id>, got {addr!r}")
     if config.api.host not in ("127.0.0.1", "localhost", "::1") and not config.api.token:
         raise ConfigError(str(path), "api.token", "required when the API is bound beyond loopback")
+    if config.api.token is not None and check_secrets:
+        check_token(config.api.token, str(path))
+        check_private(path, "api.token")
     return config
+
+
+MIN_TOKEN_CHARS = 16
+MIN_TOKEN_DISTINCT = 8
+
+
+def check_token(token: str, source: str) -> None:
+    """A bearer token worth the name: at least MIN_TOKEN_CHARS characters, no surrounding blanks, and not one or
+    two characters repeated (``secrets.token_urlsafe(32)``, what `swarm cluster init` writes, passes)."""
+    if token != token.strip() or len(token) < MIN_TOKEN_CHARS or len(set(token)) < MIN_TOKEN_DISTINCT:
+        raise ConfigError(source, "api.token",
+                          f"too weak: use at least {MIN_TOKEN_CHARS} characters, {MIN_TOKEN_DISTINCT} of them "
+                          f"different, no blanks around it (e.g. python -c 'import secrets; "
+                          f"print(secrets.token_urlsafe(32))')")
+
+
+def check_private(path: Path, key: str) -> None:
+    """A file holding a secret must not be readable or writable by anyone but its owner (like ssh's keys)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot stat: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(str(path), key, f"this file holds a secret but its mode is {stat.S_IMODE(mode):04o}: "
+                                          f"others can read it; run chmod 600 {path}")
 
 
 def load_genesis(path: str | Path) -> Genesis:
@@ -288,5 +321,23 @@ def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
     return asdict(genesis)
 
 
-def write_yaml(path: str | Path, data: dict[str, Any]) -> None:
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+def write_yaml(path: str | Path, data: dict[str, Any], private: bool | None = None) -> None:
+    """Write ``data`` as YAML, atomically (a temp file beside it, then a rename): a reader sees the old file or the
+    new one, never half of one. ``private`` (default: the data holds an API token) creates it mode 0600 from the
+    first byte, so a secret is never readable by others, not even for a moment."""
+    path = Path(path)
+    if private is None:
+        api = data.get("api") if isinstance(data, dict) else None
+        private = isinstance(api, dict) and api.get("token") is not None
+    text = yaml.safe_dump(data, sort_keys=False).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

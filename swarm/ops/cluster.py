@@ -118,9 +118,8 @@ def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
         specs.append(NodeSpec(i, name, key.peer_id, listen, api, folder / f"{name}.yaml", data,
                               hosts[i], options.api_host))
     for spec in specs:
-        write_yaml(spec.config_path, node_config(spec, specs, options, token))
-        if token:
-            spec.config_path.chmod(0o600)  # it holds the API token
+        # holding the API token, it is created 0600 (atomically: never readable by others, not even briefly)
+        write_yaml(spec.config_path, node_config(spec, specs, options, token), private=bool(token))
     return specs
 
 
