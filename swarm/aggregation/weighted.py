@@ -43,6 +43,7 @@ def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
 
     The weight below v_i is looked up, not summed: each row's "is below" bits form an integer mask that indexes a
     table of the 2^n subset sums (n <= 16), so each coordinate costs n-1 comparisons and one gather per row.
+    Taller stacks (a swarm of more than 16 members) are sorted instead.
     """
     n, d = vectors.shape
     if weighted_small.supports(n):
@@ -50,7 +51,7 @@ def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
         if fast is not None:
             return fast
     if n > MAX_TABLE_ROWS:
-        raise ValueError(f"weighted median supports at most {MAX_TABLE_ROWS} rows, got {n}")
+        return _weighted_median_by_sorting(vectors, weights)
     weights = weights.to(torch.float64)
     table = _subset_sums([float(w) for w in weights])
     total = table[-1].item()
@@ -72,6 +73,33 @@ def weighted_median(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
                 where = exact.nonzero().squeeze(1)
                 result[where] = _mean_with_next_up([row[where] for row in rows], i)
         out[start:start + result.shape[0]] = result
+    return out
+
+
+SORT_COLUMNS_PER_STEP = 1 << 12
+
+
+def _weighted_median_by_sorting(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The same rule for stacks too tall for the subset-sum table (n > 16, a table of 2^n sums): per column, the
+    values in (value, row index) order by a stable sort, the weights carried along and summed in that order
+    (cumsum runs along the row, one fixed order on any thread count); the first value whose cumulative weight
+    reaches half the total, or its mean with the next one when it reaches exactly half. O(n log n) a column."""
+    n, d = vectors.shape
+    weights = weights.to(torch.float64)
+    total = 0.0
+    for w in weights.tolist():  # a fixed order, as in the table
+        total += w
+    out = torch.empty(d, dtype=torch.float64)
+    last = torch.tensor(n - 1)
+    for start in range(0, d, SORT_COLUMNS_PER_STEP):
+        columns = vectors[:, start:start + SORT_COLUMNS_PER_STEP].to(torch.float64).t().contiguous()  # (width, n)
+        values, order = torch.sort(columns, dim=1, stable=True)
+        reached = 2.0 * torch.cumsum(weights[order], dim=1)
+        k = (reached >= total).to(torch.uint8).argmax(dim=1, keepdim=True)  # the first position that reaches half
+        chosen = values.gather(1, k).squeeze(1)
+        following = values.gather(1, torch.minimum(k + 1, last)).squeeze(1)
+        exact = reached.gather(1, k).squeeze(1) == total
+        out[start:start + chosen.shape[0]] = torch.where(exact, (chosen + following) * 0.5, chosen)
     return out
 
 
