@@ -179,3 +179,13 @@ def test_our_own_gradient_counts_towards_readiness_before_every_peer_took_it(tmp
     assert asyncio.run(scenario())
     assert node.pool.count(1, node.state.hash) == 3
     node.close()
+
+
+def test_a_damaged_snapshot_file_is_never_served_and_is_set_aside(tmp_path):
+    node = _one_node(tmp_path)
+    digest = b"\x07" * 32
+    path = node.store.snapshot_path(digest)
+    path.write_bytes(b"not the state that hashes to its name")
+    assert asyncio.run(node.payloads.get(digest)) is None
+    assert not path.exists() and path.with_name(path.name + ".bad").exists()
+    node.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from swarm.ledger.restore import set_aside
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import Store
 from swarm.round.gradient import digest_of
@@ -33,6 +34,10 @@ class PayloadServer:
             return served[1]
         snapshot = self.store.snapshot_path(digest)
         if snapshot.exists():
-            return snapshot.read_bytes()
+            data = snapshot.read_bytes()
+            if digest_of(data) == digest:
+                return data
+            set_aside(snapshot)  # damaged on disk: peers would take us for a liar; never served again
+            return None
         stored = self.store.gradient_envelope(digest)
         return stored if stored is not None and digest_of(stored) == digest else None

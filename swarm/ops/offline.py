@@ -107,5 +107,5 @@ def open_offline(data_dir: Path, genesis_path: Path | None = None) -> OfflineNod
     if not genesis_path.exists():
         raise FileNotFoundError(f"no genesis at {genesis_path}")
     config_path = resolved.parent.parent / f"{resolved.name}.yaml"
-    config = load_node_config(config_path) if config_path.exists() else None
+    config = load_node_config(config_path, check_secrets=False) if config_path.exists() else None
     return OfflineNode(data_dir, load_genesis(genesis_path), config)
