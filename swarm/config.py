@@ -30,6 +30,16 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = field(default=0, metadata={"min": 0, "max": 65535})
     token: str | None = None
+    # What API clients can hold of a node (swarm/ops/api.py): open connections (one more is answered 503 and
+    # closed), requests being answered at once (one more: 503), of which reading the commit log (built in a worker
+    # thread, never on the consensus loop), seconds a client has to send its request line and headers, and to send
+    # a body it announced (the API reads none), and seconds a request may take before it is answered 503.
+    max_connections: int = field(default=64, metadata={"min": 1, "max": 4096})
+    max_requests: int = field(default=32, metadata={"min": 1, "max": 4096})
+    max_heavy_requests: int = field(default=2, metadata={"min": 1, "max": 64})
+    header_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 600.0})
+    body_timeout_s: float = field(default=1.0, metadata={"min": 0.0, "max": 600.0})
+    request_timeout_s: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
 
 
 @dataclass

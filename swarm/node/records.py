@@ -34,6 +34,12 @@ class Metrics:
     payload_handovers: int = 0  # rounds whose payloads this node pushed to a leader that did not propose in time
     trained_ahead: int = 0  # rounds whose local update was trained while the previous round was being agreed on
     duplicate_pushes: int = 0  # pushes of payloads already held, dropped before verification
+    # Writes after a commit (payload files, snapshots) that failed; each is retried until it holds, and the round
+    # is not adopted meanwhile. The last error (text, wall time) and what is being retried now, if anything.
+    store_write_errors: int = 0
+    last_store_error: str | None = None
+    last_store_error_at: float | None = None
+    store_write_failing: str | None = None
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))

@@ -4,11 +4,18 @@ Every job that touches it (build our proposal, validate a leader's, apply a comm
 queue, in order, with the tensor work in the single state thread so the event loop keeps answering heartbeats. A
 committed entry that cannot be applied yet (payloads unreachable, or a state hash that differs from the
 certificate's) is retried, or replaced by a certified snapshot fetched from a peer; it is never skipped.
+
+Every write after a commit (the payload files an entry names, a snapshot) runs in a worker thread and is awaited
+and checked: a failure (out of file descriptors, a full disk) is logged as an error, counted in ``node.metrics``
+(/status "store_errors", /metrics) and retried until it holds. The applied state becomes the node's, and the node
+reports the round and starts the next one (``node.after_commit``), only once the round's payloads are written, so
+a restart's replay and ``swarm verify`` find every committed round's payloads on a node that reported it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from consensus.events import ProposalBuilt, ValidationResult
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarm.node")
 
 APPLY_RETRY_S = 1.0
+STORE_RETRY_FIRST_S = 0.25  # a failed write after a commit is retried after this, doubling up to the next
+STORE_RETRY_MAX_S = 10.0
 
 
 class StateWorker:
@@ -156,14 +165,14 @@ class StateWorker:
             else:
                 return False
         else:
-            self._adopt(committed, applied)
+            await self._adopt(committed, applied)
         node.entries.round_done()
         await node.after_commit(committed, applied)
         return True
 
-    def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
-        """Make the applied state ours; its gradients are written to the store (in a thread) for restarts,
-        audits and lagging peers."""
+    async def _adopt(self, committed: CommittedEntry, applied: Applied) -> None:
+        """Make the applied state ours once its gradients are written to the store (in a thread, awaited, retried
+        until written) for restarts, audits and lagging peers."""
         node = self.node
         entry = committed.entry
         rows = []
@@ -173,7 +182,8 @@ class StateWorker:
                 rows.append((digest, gradient.round, gradient.sender, gradient.raw))
             elif node.store.gradient_envelope(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
-        asyncio.get_running_loop().run_in_executor(None, node.store.add_gradients, rows)
+        if rows:
+            await self.write(f"payloads of round {entry.round}", node.store.add_gradients, rows)
         node.evidence.on_commit(entry.params.get("evidence", []), entry.round)
         node.state = applied.state
 
@@ -191,8 +201,8 @@ class StateWorker:
             return False
         if state.round != entry.round:
             return False
+        await self.write(f"snapshot of round {state.round}", node.store.save_snapshot, state.round, state.hash, raw)
         node.state = state
-        node.store.save_snapshot(state.round, state.hash, raw)
         node.diverged = None
         node.metrics.snapshot_resyncs += 1
         log.warning("resynchronised from the certified snapshot of round %d", entry.round)
@@ -201,7 +211,32 @@ class StateWorker:
     async def snapshot(self, state: ReplicatedState) -> None:
         """Write a snapshot of ``state`` and apply the disk retention (consensus.keep_*): megabytes to serialize,
         write and fsync, all in a worker thread."""
-        await asyncio.to_thread(self._snapshot_and_prune, state)
+        await self.write(f"snapshot of round {state.round}", self._snapshot_and_prune, state)
+
+    async def write(self, what: str, job, *args) -> None:
+        """Run the store write ``job(*args)`` in a worker thread and wait for it; a failure is logged, counted in
+        node.metrics (shown in /status and /metrics) and retried, with a growing pause, until the write holds."""
+        metrics = self.node.metrics
+        delay, failures = STORE_RETRY_FIRST_S, 0
+        while True:
+            try:
+                await asyncio.to_thread(job, *args)
+            except Exception as exc:  # OSError (descriptors, disk), sqlite3.Error, or a bug: never silent
+                failures += 1
+                metrics.store_write_errors += 1
+                metrics.last_store_error = f"{what}: {type(exc).__name__}: {exc}"
+                metrics.last_store_error_at = time.time()
+                metrics.store_write_failing = what
+                log.error("writing the %s failed (%s: %s); retry %d in %.2g s (the round waits for it)",
+                          what, type(exc).__name__, exc, failures, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, STORE_RETRY_MAX_S)
+                continue
+            if failures:
+                log.warning("wrote the %s after %d failed attempt(s)", what, failures)
+                if metrics.store_write_failing == what:
+                    metrics.store_write_failing = None
+            return
 
     def _snapshot_and_prune(self, state: ReplicatedState) -> None:
         store, consensus = self.node.store, self.node.config.consensus

@@ -74,6 +74,10 @@ def render_node_metrics(node: NodeView) -> str:
                "proposed them in time.", [({}, m.payload_handovers)])
     out.family("swarm_catchup_entries_from_store", "counter", "Committed entries older than the in-memory window "
                "read back from the store to serve a lagging peer.", [({}, m.catchup_entries_from_store)])
+    out.family("swarm_store_write_errors", "counter", "Writes after a commit (payload files, snapshots) that failed "
+               "and were retried.", [({}, m.store_write_errors)])
+    out.family("swarm_store_write_failing", "gauge", "1 while a write after a commit keeps failing (the round waits "
+               "for it).", [({}, float(m.store_write_failing is not None))])
     floor = node.rules.reputation_floor
     table = list(node.state.reputation)
     out.family("swarm_peer_reputation", "gauge", "Committed reputation score per member (0..1).",
