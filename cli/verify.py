@@ -48,6 +48,7 @@ def run(args) -> int:
         print(json.dumps({"ok": report.ok, "rounds": report.rounds, "replayed": report.replayed,
                           "from_snapshot": report.from_snapshot,
                           "certificate_only": report.certificate_only, "not_imported": report.not_imported,
+                          "pruned_through": report.pruned_through,
                           "failures": [{"round": f.round, "check": f.check, "detail": f.detail}
                                        for f in report.findings]}, indent=2))
         return 0 if report.ok else 1
@@ -56,6 +57,11 @@ def run(args) -> int:
         console.print(f"[yellow]NOTE[/] not importing {', '.join(report.not_imported)} named by the bundle "
                       f"(give --config to trust it): {len(report.certificate_only)} round(s) checked for "
                       f"certificates and links only", highlight=False)
+    if report.pruned_through:
+        console.print(f"[yellow]NOTE[/] the node pruned the payloads of rounds up to {report.pruned_through} "
+                      f"(consensus.keep_payload_rounds): replayed from its oldest certified snapshot, "
+                      f"{len(report.certificate_only)} round(s) checked for certificates and links only",
+                      highlight=False)
     for finding in report.findings:
         console.print(f"[red]FAIL[/] {finding}", highlight=False)
     if report.ok and report.certificate_only:

@@ -11,6 +11,10 @@ An auditor never runs code the bundle it audits names: unless the caller trusts 
 takes the model's size and its starting state from what the chain certifies: it replays from the oldest snapshot
 file that hashes to a certified state hash, and the rounds before it are checked for certificates and links only
 (``certificate_only``; round 1's parent, the genesis state, is not checked).
+
+A node that ran past ``consensus.keep_payload_rounds`` deleted the gradient envelopes of its old rounds on purpose
+(``payloads_pruned_through`` in its store): the audit then replays from the oldest certified snapshot it kept,
+checks the earlier rounds for certificates and links only, and says so; a pruned payload is not a fault.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     certificate_only: list[int] = field(default_factory=list)  # rounds checked for certificates and links only
     not_imported: list[str] = field(default_factory=list)      # custom code the bundle names, not run by the audit
+    pruned_through: int = 0  # the node deleted the payloads of rounds up to this one (disk retention)
 
     @property
     def ok(self) -> bool:
@@ -92,10 +97,12 @@ def _audit(store: Store, genesis: Genesis, config: NodeConfig, trust_code: bool)
         if not any(p.check in ("entry", "digest") for p in problems):
             replayable.add(row.round)
         previous = row
+    report.pruned_through = int(store.get_meta("payloads_pruned_through", 0) or 0)
     if dim is not None:
         replayer = Replayer(genesis, dim, config.transport.max_payload_bytes, store.gradient_envelope)
-        _replay_chain(rows, replayable, state_0, replayer, snapshots, report)
-    if state_0 is None:
+        start = None if report.pruned_through else state_0  # the first rounds' payloads were deleted on purpose
+        _replay_chain(rows, replayable, start, replayer, snapshots, report)
+    if state_0 is None or report.pruned_through:
         first = min(report.from_snapshot, default=None)
         report.certificate_only = [row.round for row in rows if first is None or row.round < first]
     report.findings.extend(_check_snapshot_files(snapshots, {row.state_hash: row.round for row in rows}))
