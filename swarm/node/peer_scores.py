@@ -24,8 +24,8 @@ DEFAULT_PENALTY = 0.1
 # node's own, and the transport's reports (TRANSPORT_REASONS). Anything else is "other".
 REASONS = frozenset({
     "bad_bytes", "bad_chunk", "bad_code", "bad_count", "bad_dtype", "bad_fields", "bad_id", "bad_index", "bad_int",
-    "bad_list", "bad_magic", "bad_params", "bad_round", "bad_rule", "bad_scale", "bad_scheme", "bad_shape",
-    "bad_sig", "bad_signature", "bad_state", "bad_tag", "bad_type", "bad_utf8", "bad_version", "bad_vote",
+    "bad_digest", "bad_list", "bad_magic", "bad_params", "bad_round", "bad_rule", "bad_scale", "bad_scheme",
+    "bad_shape", "bad_sig", "bad_signature", "bad_state", "bad_tag", "bad_type", "bad_utf8", "bad_version", "bad_vote",
     "non_canonical", "non_finite", "relayed", "too_deep", "too_large", "trailing_bytes", "truncated",
     "uncertified_state", "unknown_peer", "wrong_dim", "wrong_dtype", "wrong_parent", "wrong_round", "wrong_shape",
     "wrong_swarm", "wrong_type", "equivocation", "flooding", "garbage", "banned", "stale_or_future_round",
