@@ -66,17 +66,20 @@ def test_a_certificates_signers_are_its_distinct_members_with_valid_signatures_a
     assert not verifier.quorum_of("commit", 1, e.round, e.digest(), sigs + third)
 
 
+class Counting:
+    """A Crypto that counts the signature checks it is asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def verify(self, sender_id, payload, sig):
+        self.calls += 1
+        return self.inner.verify(sender_id, payload, sig)
+
+
 def test_a_certificate_costs_no_signature_check_until_its_shape_is_right_and_stops_at_the_first_bad_one():
     """Work-based admission: a member can make us verify at most n signatures per certificate, and a certificate
     with a duplicate, a non-member or more entries than members costs nothing at all."""
-    class Counting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-
-        def verify(self, sender_id, payload, sig):
-            self.calls += 1
-            return self.inner.verify(sender_id, payload, sig)
-
     e = entry()
     good = [(c.sender, c.sig) for c in (commit(1, e, m) for m in ("a", "b", "c"))]
     for junk in (good + [good[0]], good[:2] + [good[0]], good + [("mallory", good[0][1])], good * 300):
@@ -98,14 +101,6 @@ def test_the_work_a_message_can_cost_counts_every_signature_it_carries():
 
 
 def test_each_signature_is_verified_once_however_often_certificates_repeat_it():
-    class Counting:
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-
-        def verify(self, sender_id, payload, sig):
-            self.calls += 1
-            return self.inner.verify(sender_id, payload, sig)
-
     crypto = Counting(RING.signer("a"))
     verifier = Verifier(SWARM, Membership(MEMBERS), crypto)
     e = entry()
