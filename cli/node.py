@@ -56,7 +56,7 @@ async def serve(config, genesis, key) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    runner, port = await start_api(node, config.api.host, config.api.port, config.api.token)
+    runner, port = await start_api(node, config.api.host, config.api.port, config.api.token, config.api)
     port_file = Path(config.data_dir) / "api.port"
     port_file.write_text(f"{port}\n")
     logging.getLogger("swarm.node").info("API on http://%s:%d", config.api.host, port)
