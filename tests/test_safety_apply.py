@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from swarm.ledger.apply import FALLBACK_RULE, InvalidEntry, RoundRules, aggregate_round, apply
+from swarm.ledger.apply import (
+    FALLBACK_RULE,
+    InvalidEntry,
+    RoundRules,
+    aggregate_round,
+    apply,
+)
 from swarm.ledger.state import PeerReputation, ReplicatedState, genesis_state
 from swarm.round.gradient import Gradient
 from swarm.round.pool import Equivocation, GradientPool

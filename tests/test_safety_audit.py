@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from consensus.messages import CommitCertificate, commit_cert_to_plain, entry_from_plain, signing_bytes
+from consensus.messages import (
+    CommitCertificate,
+    commit_cert_to_plain,
+    entry_from_plain,
+    signing_bytes,
+)
 from crypto import wire
 from crypto.keys import NodeKey
 from swarm.ledger.audit import audit_store
-
 from tests.test_ledger_replay import chain  # noqa: F401 - the module-scoped store fixture
 
 KEYS = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(4)]  # the fixture's members
@@ -44,7 +48,7 @@ def test_safety_audit_rejects_one_valid_signer_repeated_2f_plus_1_times(chain, t
         assert len(cert["sigs"]) == 4
         cert["sigs"] = [cert["sigs"][1]] * 4  # node1's genuine signature, four times
         _set(db, 3, "certificate", wire.dumps(cert))
-    report, found = _audit(chain, data_dir)
+    report, _found = _audit(chain, data_dir)
     assert not report.ok
     assert (3, "quorum", "1 distinct valid signers, 3 needed") in [(f.round, f.check, f.detail)
                                                                     for f in report.findings]
@@ -57,7 +61,7 @@ def test_safety_audit_rejects_a_certificate_of_two_distinct_signers(chain, tmp_p
         cert = wire.loads(_row(db, 2, "certificate"))
         cert["sigs"] = cert["sigs"][:2] + [cert["sigs"][0], cert["sigs"][1]]  # two signers, each twice
         _set(db, 2, "certificate", wire.dumps(cert))
-    report, found = _audit(chain, data_dir)
+    report, _found = _audit(chain, data_dir)
     assert (2, "quorum", "2 distinct valid signers, 3 needed") in [(f.round, f.check, f.detail)
                                                                     for f in report.findings]
     assert {f.round for f in report.findings} == {2}

@@ -9,13 +9,30 @@ from __future__ import annotations
 
 from consensus.actions import Apply, PersistEntry, PersistHardState, ValidateProposal
 from consensus.events import Tick
-from consensus.messages import (CatchUpResponse, CommitCertificate, CommittedEntry, NewTerm, PreparedCertificate,
-                                Prepare)
+from consensus.messages import (
+    CatchUpResponse,
+    CommitCertificate,
+    CommittedEntry,
+    NewTerm,
+    Prepare,
+    PreparedCertificate,
+)
 from consensus.quorum import Membership, Verifier
 from consensus.replica import CANDIDATE, ELECTING, FOLLOWER, LEADER
-
-from tests.test_consensus_harness import (LATER, MEMBERS, RING, SWARM, commit, entry, new_term, preprepare,
-                                          prepared_cert, recv, replica, sign, vote)
+from tests.test_consensus_harness import (
+    MEMBERS,
+    RING,
+    SWARM,
+    commit,
+    entry,
+    new_term,
+    prepared_cert,
+    preprepare,
+    recv,
+    replica,
+    sign,
+    vote,
+)
 
 
 def _repeated_commit_cert(e, signer="b", times=3, term=1) -> CommitCertificate:

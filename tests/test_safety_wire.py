@@ -13,7 +13,8 @@ import struct
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consensus.messages import from_wire, to_wire
 from crypto import wire
@@ -22,7 +23,6 @@ from swarm.ledger.restore import certified_snapshot
 from swarm.ledger.server_optimizer import apply_update
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.round.tensor_codec import DTYPES, decode_tensor, encode_tensor
-
 from tests.test_consensus_wire import _all_messages
 
 MEMBERS = ["peerB", "peerA", "peerC"]
