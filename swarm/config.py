@@ -153,7 +153,7 @@ class ModelSpec:
 @dataclass
 class AggregationSpec:
     rule: str = field(default="median", metadata={"choices": RULES})
-    reputation_weighted: bool = True    # weight rows by committed reputation, for the rules that take weights
+    reputation_weighted: bool = False   # weight rows by reputation (rules that take weights); off: it decides who is in
     nnm: bool = False
     reputation_floor: float = field(default=0.6, metadata={"min": 0.0, "max": 1.0})
     options: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from swarm.round.compression import Compressor
 from swarm.round.gradient import make_gradient
 from swarm.training.build import build_trainer
 
-GOLDEN_STATE_HASH = "98f1891f8849058219fa45a4830327593123010b32409db3e2254eca120a54a1"
+GOLDEN_STATE_HASH = "f01714b30268a79158263a65dd029cd7ef756ba7515558f95956f6bb659dbea3"
 ROUNDS = 5
 
 

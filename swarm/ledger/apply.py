@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from swarm.aggregation import aggregate
+from swarm.aggregation.median import coordinate_median
 from swarm.ledger import reputation
 from swarm.ledger.server_optimizer import apply_update
 from swarm.ledger.state import ReplicatedState, StateBody
@@ -35,7 +36,7 @@ class RoundRules:
     rule: str
     options: dict[str, Any] = field(default_factory=dict)
     nnm: bool = False
-    reputation_weighted: bool = True
+    reputation_weighted: bool = False
     reputation_floor: float = 0.6
     server_lr: float = 1.0
     momentum: float = 0.0
@@ -60,7 +61,7 @@ class Aggregated:
     included: tuple[str, ...]
     aggregated: tuple[str, ...]
     quarantined: tuple[str, ...]
-    geometry: dict[str, tuple[float, float]]   # sender -> (distance, cosine) to the aggregate
+    geometry: dict[str, tuple[float, float, float]]  # sender -> (distance, cosine) to the round's reference, norm
     body: StateBody | None = None              # the new state's parameter bytes, already hashed
 
 
@@ -80,15 +81,15 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
     if active is ordered:
         quarantined = []
 
-    stack = torch.stack([g.vector.to(torch.float32) for g in active])
+    every = torch.stack([g.vector.to(torch.float32) for g in ordered])
+    stack = every if active is ordered else every[[i for i, g in enumerate(ordered) if g not in quarantined]]
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     rule, result = _aggregate(rules, stack, weights)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum)
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
-                      dict(zip((g.sender for g in ordered), _distances_and_cosines([g.vector for g in ordered],
-                                                                                   result.vector))),
+                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(every)))),
                       StateBody(params, momentum))
 
 
@@ -103,6 +104,8 @@ def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: 
         aggregated=frozenset(aggregated.aggregated),
         distances={sender: geo[0] for sender, geo in aggregated.geometry.items()},
         cosines={sender: geo[1] for sender, geo in aggregated.geometry.items()},
+        norms={sender: geo[2] for sender, geo in aggregated.geometry.items()},
+        quarantined=frozenset(aggregated.quarantined),
         certificate_signers=certificate_signers,
         convicted=convicted,
     )
@@ -141,15 +144,25 @@ def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor):
         return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f, weights=weights)
 
 
+def reference(every: torch.Tensor) -> torch.Tensor:
+    """What each gradient is scored against: the unweighted coordinate-wise median of every gradient in the entry
+    (quarantined ones included), as float32. Not the round's aggregate: that one leaves quarantined members out,
+    so a member scored against it is judged against an aggregate it is not part of while the others are judged
+    against one they are in, and the bias feeds itself. The median is symmetric in the members, robust while fewer
+    than half the rows are Byzantine, and one O(n d) pass."""
+    return coordinate_median(every).to(torch.float32)
+
+
 GEOMETRY_CHUNK = 1 << 17  # columns per step: few steps (each numpy call retakes the GIL), still cache-sized
 
 
-def _distances_and_cosines(vectors: list[torch.Tensor], aggregate_vector: torch.Tensor) -> list[tuple[float, float]]:
-    """Per row: Euclidean distance and cosine to the aggregate, in float64. Each chunk's sums are numpy's pairwise
+def _distances_and_cosines(vectors, target_vector: torch.Tensor) -> list[tuple[float, float, float]]:
+    """Per row of ``vectors`` (a list of (d,) tensors or an (n, d) stack): Euclidean distance and cosine to the
+    target (the round's reference), and the row's own norm, in float64. Each chunk's sums are numpy's pairwise
     sums along a contiguous row (single-threaded, fixed order) and chunks are added in order: the same bits on
     every machine, computed in one cache-resident pass instead of several passes over megabytes."""
-    stack = torch.stack([v.to(torch.float32) for v in vectors]).numpy()
-    target = aggregate_vector.to(torch.float32).numpy()
+    stack = (vectors if isinstance(vectors, torch.Tensor) else torch.stack(vectors)).to(torch.float32).numpy()
+    target = target_vector.to(torch.float32).numpy()
     n, d = stack.shape
     sums = np.zeros((3, n))  # ||a||^2 and a.b per row, ||b||^2 (row 2, column 0)
     for start in range(0, d, GEOMETRY_CHUNK):
@@ -164,8 +177,9 @@ def _distances_and_cosines(vectors: list[torch.Tensor], aggregate_vector: torch.
     for i in range(n):
         a_squared, dot = float(sums[0, i]), float(sums[1, i])
         # ||a - b||^2 from the three sums: float64 cancellation only matters for rows within ~1e-8 of the
-        # aggregate, which are at distance ~0 either way (and every node computes the same bits).
+        # reference, which are at distance ~0 either way (and every node computes the same bits).
         distance = float(np.sqrt(max(0.0, a_squared - 2.0 * dot + b_squared)))
-        norms = float(np.sqrt(a_squared)) * b_norm
-        out.append((distance, dot / norms if norms > 0.0 else 0.0))
+        a_norm = float(np.sqrt(a_squared))
+        norms = a_norm * b_norm
+        out.append((distance, dot / norms if norms > 0.0 else 0.0, a_norm))
     return out
