@@ -18,7 +18,7 @@ import yaml
 from crypto.peer_id import PeerIdError, public_key_from_peer_id
 from swarm.config_schema import ConfigError, build
 
-DATASETS = ("mnist5k", "digits", "synthetic")
+DATASETS = ("mnist5k", "digits", "synthetic", "stdlib")
 MODELS = ("mlp", "cnn")
 RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "centered_clipping")
 WEIGHTABLE_RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean")
@@ -46,14 +46,25 @@ class ApiConfig:
 class DatasetConfig:
     name: str = field(default="mnist5k", metadata={"choices": DATASETS})
     custom: str | None = None           # "module:function" returning a dataset; overrides name
-    partition: str = field(default="iid", metadata={"choices": ("iid", "dirichlet")})
+    # "none": train on everything this node loads (the default for a user's dataset); "iid" / "dirichlet": keep
+    # this node's share of a dataset every member loads whole (simulations; the default for a built-in one)
+    partition: str | None = field(default=None, metadata={"choices": ("none", "iid", "dirichlet")})
     alpha: float = field(default=0.5, metadata={"min": 1e-3})
 
 
 @dataclass
 class TrainingConfig:
     batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
-    lr: float = field(default=0.2, metadata={"min": 0.0})
+    # The inner (local) optimizer; each setting left out takes the task's default (classification: SGD, lr 0.2;
+    # lm: AdamW, lr 1e-3, warmup, clipping). Its state stays on this node and never enters the replicated state.
+    lr: float | None = field(default=None, metadata={"min": 0.0})
+    optimizer: str | None = field(default=None, metadata={"choices": ("sgd", "adamw")})
+    weight_decay: float | None = field(default=None, metadata={"min": 0.0})
+    warmup_steps: int | None = field(default=None, metadata={"min": 0})
+    decay_steps: int | None = field(default=None, metadata={"min": 0})      # cosine decay length; 0 = constant
+    min_lr_ratio: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
+    grad_clip: float | None = field(default=None, metadata={"min": 0.0})    # max global grad norm; 0 = off
+    grad_accum: int | None = field(default=None, metadata={"min": 1, "max": 4096})
     local_steps: int = field(default=10, metadata={"min": 1, "max": 10000})
     prox_mu: float = field(default=0.0, metadata={"min": 0.0})
     device: str = "auto"
@@ -148,6 +159,12 @@ class ModelSpec:
     name: str = field(default="mlp", metadata={"choices": MODELS})
     custom: str | None = None           # "module:function" returning a torch.nn.Module; overrides name
     seed: int = 0
+    # What is trained (swarm/training/tasks/): a built-in task ("classification", the default, whose network is
+    # name/custom above; "lm") or a user's "module:Class", and its hyper-parameters, which decide the model's shape
+    # on every member. ``parameters`` > 0: the model must have exactly this many (checked at start).
+    task: str | None = field(default=None, metadata={"omit_default": True})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
+    parameters: int = field(default=0, metadata={"min": 0, "omit_default": True})
 
 
 @dataclass
@@ -163,6 +180,8 @@ class AggregationSpec:
 class ServerOptimizerSpec:
     lr: float = field(default=1.0, metadata={"min": 0.0})
     momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 0.999})
+    # Nesterov momentum for the outer step (DiLoCo: lr 0.7, momentum 0.9, nesterov true over AdamW inner steps)
+    nesterov: bool = field(default=False, metadata={"omit_default": True})
 
 
 @dataclass
@@ -324,11 +343,38 @@ def validate_genesis(genesis: Genesis, source: str) -> None:
             raise ConfigError(source, f"members[{i}].name", "duplicate name")
         seen_ids.add(member.peer_id)
         seen_names.add(member.name)
+    if genesis.server_optimizer.nesterov and genesis.server_optimizer.momentum == 0.0:
+        raise ConfigError(source, "server_optimizer.nesterov", "needs server_optimizer.momentum > 0")
+    model = genesis.model
+    if model.task not in (None, "classification") and (model.custom or model.name != "mlp"):
+        raise ConfigError(source, "model.name" if not model.custom else "model.custom",
+                          f"only the classification task takes a network here; task {model.task!r} builds its "
+                          f"own model from model.options")
 
 
 def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
-    from dataclasses import asdict
-    return asdict(genesis)
+    """The genesis as plain data (what is written and hashed). Fields marked ``omit_default`` are left out while
+    they hold their default, so a genesis written before they existed keeps its hash (and state_0 its parent)."""
+    return _plain(genesis)
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import MISSING, fields, is_dataclass
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for spec in fields(value):
+            item = getattr(value, spec.name)
+            if spec.metadata.get("omit_default"):
+                default = spec.default_factory() if spec.default_factory is not MISSING else spec.default
+                if item == default:
+                    continue
+            out[spec.name] = _plain(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def write_yaml(path: str | Path, data: dict[str, Any], private: bool | None = None) -> None:

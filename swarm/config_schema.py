@@ -7,6 +7,7 @@ code. Types come from the dataclass annotations; extra constraints (ranges, choi
 from __future__ import annotations
 
 import dataclasses
+import math
 import reprlib
 import types
 import typing
@@ -83,10 +84,20 @@ def _convert(hint: Any, value: Any, source: str, key: str, meta: typing.Mapping[
     raise TypeError(f"unsupported config type {hint!r} at {key}")
 
 
+MAX_OPTION_LIST = 64
+
+
 def _scalar_any(value: Any, source: str, key: str) -> Any:
+    """An option value: a number, string, boolean or null, or a short list of numbers (a shape)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(source, key, f"expected a finite number, got {value}")
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    raise ConfigError(source, key, f"expected a number, string or boolean, got {_describe(value)}")
+    if (isinstance(value, list) and len(value) <= MAX_OPTION_LIST
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        return list(value)
+    raise ConfigError(source, key, f"expected a number, string, boolean or a list of at most {MAX_OPTION_LIST} "
+                                   f"numbers, got {_describe(value)}")
 
 
 def _check_range(value: float, source: str, key: str, meta: typing.Mapping[str, Any]) -> Any:

@@ -22,8 +22,7 @@ from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.ledger.store import Store
 from swarm.node.peer_scores import PeerScores
 from swarm.node.records import Metrics, RoundRecord
-from swarm.training.build import initial_parameters
-from swarm.training.loading import is_import_spec
+from swarm.training.build import custom_code, initial_parameters
 from swarm.transport.base import PeerInfo
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ class OfflineNode:
     def _state(self, config: NodeConfig | None) -> tuple[ReplicatedState, bool]:
         """(the replicated state, whether it is the node's newest one rather than its newest snapshot's)."""
         config = config or NodeConfig(identity="", genesis="", data_dir=str(self.store.dir))
-        custom = [spec for spec in (self.genesis.model.custom, config.dataset.custom) if spec and is_import_spec(spec)]
+        custom = custom_code(config, self.genesis)
         if not custom:
             state_0 = genesis_state(initial_parameters(config, self.genesis), self.genesis.peer_ids,
                                     genesis_hash(self.genesis))
