@@ -40,6 +40,7 @@ class RoundRules:
     reputation_floor: float = 0.6
     server_lr: float = 1.0
     momentum: float = 0.0
+    nesterov: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     rule, result = _aggregate(rules, stack, weights)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
-                                    state.momentum)
+                                    state.momentum, rules.nesterov)
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
                       dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(every)))),

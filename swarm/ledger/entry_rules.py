@@ -34,7 +34,8 @@ def rules_of(genesis: Genesis) -> RoundRules:
         f=genesis.f, rule=genesis.aggregation.rule, options=dict(genesis.aggregation.options),
         nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
         reputation_floor=genesis.aggregation.reputation_floor,
-        server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum)
+        server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum,
+        nesterov=genesis.server_optimizer.nesterov)
 
 
 def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:

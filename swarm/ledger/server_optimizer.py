@@ -1,7 +1,13 @@
-"""The server step of the replicated state machine: params <- params - lr * (momentum * buf + aggregate).
+"""The server (outer) step of the replicated state machine.
+
+    buf' = momentum * buf + aggregate
+    heavy ball (default):  params <- params - lr * buf'
+    Nesterov:              params <- params - lr * (aggregate + momentum * buf')
 
 Elementwise float64 arithmetic on the CPU, cast back to float32: the same bytes on every machine and thread
-count. With local_steps > 1 the aggregate is a pseudo-gradient (start - end), and lr = 1, momentum = 0 is FedAvg.
+count. With local_steps > 1 the aggregate is a pseudo-gradient (start - end): lr = 1, momentum = 0 is FedAvg, and
+lr 0.7, momentum 0.9, Nesterov over H inner AdamW steps is DiLoCo's outer step. The buffer is part of the
+replicated state (stored float32); the inner optimizer's state never is.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from swarm.round.tensor_codec import all_finite
 
 
 def apply_update(params: torch.Tensor, aggregate: torch.Tensor, server_lr: float, momentum: float = 0.0,
-                 momentum_buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 momentum_buf: torch.Tensor | None = None, nesterov: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (new float32 params, new float32 momentum buffer)."""
     if params.dim() != 1 or aggregate.shape != params.shape:
         raise ValueError(f"params {tuple(params.shape)} and aggregate {tuple(aggregate.shape)} must be equal 1-D shapes")
@@ -31,6 +37,8 @@ def apply_update(params: torch.Tensor, aggregate: torch.Tensor, server_lr: float
     else:
         update = momentum_buf.detach().to("cpu", torch.float64) * momentum + aggregate
         new_momentum = update.to(torch.float32)
+    if nesterov and momentum != 0.0:
+        update = aggregate.to(torch.float64) + update * momentum
     new_params = (params.detach().to("cpu", torch.float64) - update * server_lr).to(torch.float32)
     if not all_finite(new_params):
         raise ValueError("update produced non-finite parameters")
