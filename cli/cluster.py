@@ -6,9 +6,11 @@ import signal
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from cli.errors import UserFacingError
+from swarm.config import DATASETS
 from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster, stop_background_cluster
 from swarm.ops.http_json import get_json
 
@@ -23,7 +25,14 @@ def add_parser(subparsers) -> None:
         sub.add_argument("--dir", required=True, help="cluster folder (keys, genesis, configs, data, logs)")
         sub.add_argument("--base-port", type=int, help="listen on P..P+N-1, API on P+100..; default: free ports")
         sub.add_argument("--rule", default="median", help="aggregation rule written to a new genesis")
-        sub.add_argument("--dataset", default="mnist5k")
+        sub.add_argument("--dataset", default=None,
+                         help="a built-in dataset or a user's module:function (default: the task's own: mnist5k, "
+                              "or stdlib for --task lm)")
+        sub.add_argument("--task", help="what a new genesis trains: lm (a small GPT on the standard library's "
+                                        "sources, DiLoCo outer step) or a user's module:Class; default: MNIST "
+                                        "classification")
+        sub.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="a hyper-parameter written to a new genesis's model.options (repeatable)")
         sub.add_argument("--compression", default="fp16")
         sub.add_argument("--attack", action="append", default=[], metavar="NODE:PROFILE",
                          help="make NODE Byzantine with an attack profile, e.g. node3:sign_flip (repeatable)")
@@ -56,8 +65,19 @@ def _options(args) -> ClusterOptions:
         raise UserFacingError(f"--hosts names {len(hosts)} addresses for {args.nodes} nodes")
     if args.data_root and not args.data_root.startswith("/"):
         raise UserFacingError("--data-root must be an absolute path")
+    task_options = {}
+    for item in args.task_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserFacingError(f"--task-option expects KEY=VALUE, got {item!r}")
+        task_options[key] = yaml.safe_load(value)
+    lm = args.task == "lm"
+    dataset = args.dataset or ("stdlib" if lm else "mnist5k")
+    if dataset not in DATASETS and ":" not in dataset:
+        raise UserFacingError(f"--dataset: expected one of {', '.join(DATASETS)} or module:function, got {dataset!r}")
     return ClusterOptions(nodes=args.nodes, base_port=args.base_port, attacks=attacks, rule=args.rule,
-                          dataset=args.dataset, compression=args.compression,
+                          dataset=dataset, compression=args.compression, task=args.task,
+                          task_options=task_options, lr=None if args.task else 0.2, batch_size=16 if lm else 64,
                           max_rounds=getattr(args, "rounds", None), hosts=hosts, api_host=args.api_host,
                           data_root=args.data_root)
 

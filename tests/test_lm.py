@@ -157,3 +157,21 @@ def test_nesterov_is_thread_independent_and_needs_momentum():
         validate_genesis(genesis, "genesis.yaml")
     assert not rules_of(Genesis(swarm_id="x", members=genesis.members)).nesterov
     assert np.isfinite(p.numpy()).all()
+
+
+def test_cluster_init_with_task_lm_writes_the_task_the_outer_step_and_the_corpus(tmp_path):
+    from cli.cluster import _options
+    from cli.main import build_parser
+    from swarm.config import load_genesis, load_node_config
+    from swarm.ops.cluster import init_cluster
+    args = build_parser().parse_args(["cluster", "init", "--dir", str(tmp_path), "--task", "lm",
+                                      "--task-option", "layers=1", "--task-option", "width=32"])
+    specs = init_cluster(tmp_path, _options(args))
+    genesis = load_genesis(tmp_path / "genesis.yaml")
+    assert genesis.model.task == "lm" and genesis.model.options["layers"] == 1 and genesis.model.options["width"] == 32
+    assert (genesis.server_optimizer.lr, genesis.server_optimizer.momentum, genesis.server_optimizer.nesterov) == \
+        (0.7, 0.9, True)
+    config = load_node_config(specs[0].config_path)
+    assert config.dataset.name == "stdlib" and config.training.lr is None and config.training.batch_size == 16
+    trainer = build_trainer(config, genesis, genesis.peer_ids[0])
+    assert trainer.opt.name == "adamw" and trainer.dimension == initial_parameters(config, genesis).numel()

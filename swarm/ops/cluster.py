@@ -59,7 +59,7 @@ class ClusterOptions:
     dataset: str = "mnist5k"
     model: str = "mlp"
     local_steps: int = 10
-    lr: float = 0.2
+    lr: float | None = 0.2              # None: the task's inner optimizer default
     batch_size: int = 64
     compression: str = "fp16"
     max_rounds: int | None = None
@@ -67,6 +67,15 @@ class ClusterOptions:
     hosts: list[str] | None = None      # listen IPv4 address per node (containers, namespaces); default loopback
     api_host: str = "127.0.0.1"         # API bind address; beyond loopback a bearer token is generated once
     data_root: str | None = None        # absolute folder holding each node's data dir (a per-node volume)
+    task: str | None = None             # genesis model.task: "lm", a user's "module:Class"; None = classification
+    task_options: dict[str, Any] = field(default_factory=dict)   # genesis model.options (hyper-parameters)
+
+
+# `swarm cluster up --task lm` on one machine: a small model (about 110k parameters) that every node can train on
+# shared cores, inner AdamW, and DiLoCo's outer step (Nesterov, lr 0.7, momentum 0.9) in the genesis.
+LM_DEMO_OPTIONS = {"layers": 2, "width": 64, "heads": 4, "context": 64, "corpus_bytes": 1_000_000,
+                   "validation_bytes": 16_384}
+LM_DEMO_OUTER = {"lr": 0.7, "momentum": 0.9, "nesterov": True}
 
 
 def cores_per_node(nodes: int) -> int:
@@ -101,7 +110,13 @@ def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
     else:
         genesis = Genesis(swarm_id=options.swarm_id, members=members)
         genesis.aggregation.rule = options.rule
-        if ":" in options.model:
+        if options.task:
+            genesis.model.task = options.task
+            genesis.model.options = {**(LM_DEMO_OPTIONS if options.task == "lm" else {}), **options.task_options}
+            if options.task == "lm":
+                for key, value in LM_DEMO_OUTER.items():
+                    setattr(genesis.server_optimizer, key, value)
+        elif ":" in options.model:
             genesis.model.custom = options.model  # a user's "module:function"
         else:
             genesis.model.name = options.model
@@ -143,8 +158,9 @@ def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions,
         "bootstrap": [other.multiaddr for other in specs if other is not spec],
         "data_dir": str(spec.data_dir) if options.data_root else f"data/{spec.name}",
         "api": {"host": spec.api_host, "port": spec.api_port, **({"token": token} if token else {})},
-        "dataset": {"name": options.dataset},
-        "training": {"local_steps": options.local_steps, "lr": options.lr, "batch_size": options.batch_size},
+        "dataset": {"custom": options.dataset} if ":" in options.dataset else {"name": options.dataset},
+        "training": {"local_steps": options.local_steps, "batch_size": options.batch_size,
+                     **({"lr": options.lr} if options.lr is not None else {})},
         "compression": {"scheme": options.compression},
     }
     if spec.name in options.attacks:
