@@ -35,6 +35,7 @@ from swarm.node.entry_states import EntryStates
 from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
 from swarm.node.inbound import Inbound
+from swarm.node.limits import fetch_timeout_s, settle_payload_limit
 from swarm.node.peer_scores import PeerScores
 from swarm.node.records import Metrics, PhaseClock
 from swarm.node.round_log import RoundLog
@@ -63,7 +64,6 @@ class Node:
         self.name = config.name or genesis.name_of(self.id)
         self.members = set(genesis.peer_ids)
         self.rules = rules_of(genesis)
-        self.store = Store(config.data_dir)
         self.trainer = build_trainer(config, genesis, self.id)
         self.compressor = Compressor(config.compression.scheme, k=config.compression.ratio,
                                      error_feedback=config.compression.error_feedback)
@@ -73,6 +73,10 @@ class Node:
             self.trainer.label_flip = self.adversary.label_flip
         self.genesis_state = genesis_state(self.trainer.initial_parameters(), genesis.peer_ids, genesis_hash(genesis))
         self.dim = self.genesis_state.params.numel()
+        # Limits follow the model (node/limits.py): refused here, before anything is opened, when they cannot hold it.
+        config.transport.max_payload_bytes = settle_payload_limit(config.transport, self.dim, genesis.n)
+        self.fetch_timeout_s = fetch_timeout_s(config.transport.max_payload_bytes)
+        self.store = Store(config.data_dir)
         self.state = self.genesis_state
         self.pool = GradientPool()
         self.scores = PeerScores()
@@ -295,7 +299,7 @@ class Node:
         self.metrics.bytes_out += len(raw) * sum(1 for r in results.values() if r.ok)
 
     async def fetch(self, digest: bytes) -> bytes | None:
-        return await fetch_by_digest(self.transport, digest, self.core.leader)
+        return await fetch_by_digest(self.transport, digest, self.core.leader, self.fetch_timeout_s)
 
     # ------------------------------------------------------------------------------------------- rounds
     def start_round(self) -> None:
