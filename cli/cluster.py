@@ -11,7 +11,12 @@ from rich.console import Console
 
 from cli.errors import UserFacingError
 from swarm.config import DATASETS
-from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster, stop_background_cluster
+from swarm.ops.cluster import (
+    Cluster,
+    ClusterOptions,
+    init_cluster,
+    stop_background_cluster,
+)
 from swarm.ops.http_json import get_json
 
 

@@ -11,7 +11,8 @@ importable by every node (here: run from the repository root, or pip-install you
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def own_data(node_index: int = 0, features: int = 8) -> tuple[np.ndarray, np.nda
 
 class TinyRegression(Task):
     # Every hyper-parameter the genesis may set, with its default (and so its type).
-    defaults = {"features": 8, "hidden": 32}
+    defaults: ClassVar[dict[str, Any]] = {"features": 8, "hidden": 32}
     partitions = ("none",)               # each member trains on everything it holds
     accuracy_metric = "r2"               # what the node's log and API show beside the loss
 

@@ -3,9 +3,17 @@ falling validation loss, and a user's task loaded by import string from outside 
 rounds with equal state hashes."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from tests.cluster_harness import api, logs_tail, running_cluster, wait_for_round, wait_until
+from tests.cluster_harness import (
+    api,
+    logs_tail,
+    running_cluster,
+    wait_for_round,
+    wait_until,
+)
 
 NAMES = [f"node{i}" for i in range(4)]
 
@@ -27,7 +35,7 @@ def test_a_four_node_lm_swarm_commits_ten_rounds_with_falling_validation_loss(tm
             print(logs_tail(cluster, "node0"))
             raise
     assert losses[-1] < losses[0] - 1.0, losses  # nats per byte, from about 4.6
-    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 7, losses
+    assert sum(b < a for a, b in itertools.pairwise(losses)) >= 7, losses
 
 
 def _losses(cluster) -> list[float] | None:

@@ -2,6 +2,7 @@
 the key, partition none, buffers refused, the inner optimizer's schedule, and the default path unchanged."""
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import textwrap
@@ -13,7 +14,13 @@ import torch
 from crypto.keys import NodeKey
 from swarm.config import Genesis, Member, NodeConfig, genesis_to_dict
 from swarm.training.build import build_trainer, custom_code, initial_parameters
-from swarm.training.tasks import InnerOptimizer, NonFiniteLoss, TaskError, make_task, task_class
+from swarm.training.tasks import (
+    InnerOptimizer,
+    NonFiniteLoss,
+    TaskError,
+    make_task,
+    task_class,
+)
 from swarm.training.tasks.classification import ClassificationTask
 
 USER_MODULE = '''
@@ -181,15 +188,15 @@ def test_partition_none_trains_on_every_local_sample_and_is_the_default_for_a_us
     config.dataset.partition = "iid"
     shares = [build_trainer(config, genesis, genesis.peer_ids[i]).data.train_size for i in range(4)]
     assert sum(shares) == 240 and max(shares) <= 60
-    builtin = _config(name="digits")
-    assert build_trainer(builtin, genesis := _genesis(n=4), genesis.peer_ids[0]).data.train_size < 1437 // 3
+    builtin, four = _config(name="digits"), _genesis(n=4)
+    assert build_trainer(builtin, four, four.peer_ids[0]).data.train_size < 1437 // 3
 
 
 def test_inner_optimizer_schedule_and_overrides():
     opt = InnerOptimizer(name="adamw", lr=1.0, warmup_steps=4, decay_steps=10, min_lr_ratio=0.1)
     rates = [opt.lr_at(s) for s in range(20)]
     assert rates[:4] == [0.25, 0.5, 0.75, 1.0] and rates[4] == 1.0
-    assert all(a >= b for a, b in zip(rates[4:], rates[5:])) and rates[14] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:])) and rates[14] == pytest.approx(0.1)
     assert InnerOptimizer(lr=0.3).lr_at(1000) == 0.3
     _refused("training.grad_accum", InnerOptimizer(grad_accum=0).check)
     genesis = _genesis()

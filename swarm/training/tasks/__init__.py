@@ -2,5 +2,15 @@
 from .base import DataSource, InnerOptimizer, NonFiniteLoss, Task, TaskData, TaskError
 from .registry import TASKS, make_task, register, task_class
 
-__all__ = ["DataSource", "InnerOptimizer", "NonFiniteLoss", "TASKS", "Task", "TaskData", "TaskError",
-           "make_task", "register", "task_class"]
+__all__ = [
+           "TASKS",
+           "DataSource",
+           "InnerOptimizer",
+           "NonFiniteLoss",
+           "Task",
+           "TaskData",
+           "TaskError",
+           "make_task",
+           "register",
+           "task_class",
+]

@@ -19,8 +19,9 @@ Built-in tasks register under short names (``classification``, ``lm``); a user's
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -112,7 +113,7 @@ class Task:
     refused at start, naming the key."""
 
     name: str = "task"
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
     default_dataset: str | None = None
     datasets: tuple[str, ...] = ()       # built-in dataset names this task reads
     partitions: tuple[str, ...] = ("none", "iid")

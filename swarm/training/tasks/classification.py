@@ -8,7 +8,8 @@ dataset needs both in the genesis. A node whose samples do not fit them is refus
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .registry import register
 
 @register("classification")
 class ClassificationTask(Task):
-    defaults = {"network": "mlp", "num_classes": 0, "input_shape": []}
+    defaults: ClassVar[dict[str, Any]] = {"network": "mlp", "num_classes": 0, "input_shape": []}
     default_dataset = "mnist5k"
     datasets = tuple(DATASETS)
     partitions = ("iid", "dirichlet", "none")

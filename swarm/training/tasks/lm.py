@@ -21,8 +21,9 @@ import functools
 import math
 import os
 import sysconfig
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ def stdlib_corpus(budget: int, root: str | None = None) -> bytes:
 
 @register("lm")
 class LanguageModelTask(Task):
-    defaults = {"layers": 5, "width": 128, "heads": 4, "context": 128,
+    defaults: ClassVar[dict[str, Any]] = {"layers": 5, "width": 128, "heads": 4, "context": 128,
                 "corpus_bytes": 2_000_000, "validation_bytes": 65_536}
     default_dataset = "stdlib"
     datasets = ("stdlib",)

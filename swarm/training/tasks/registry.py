@@ -33,7 +33,7 @@ def task_class(name: str | None) -> type[Task]:
     module_name, class_name = name.split(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, SyntaxError, or anything its top level raises
+    except Exception as exc:  # noqa: BLE001 - ImportError, SyntaxError, or anything its top level raises
         raise TaskError("model.task", f"cannot import {module_name!r} for task {name!r}: "
                                       f"{type(exc).__name__}: {exc}") from None
     cls = getattr(module, class_name, None)
@@ -50,7 +50,7 @@ def make_task(name: str | None, options: dict[str, Any] | None = None, seed: int
         return task
     except TaskError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything: refuse it with the key
         raise TaskError("model.options", f"task {name or DEFAULT_TASK!r} refused its hyper-parameters: "
                                          f"{type(exc).__name__}: {exc}") from None
 
