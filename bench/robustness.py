@@ -112,7 +112,8 @@ def run(args) -> str:
         f"Cell: final / best test accuracy (%), mean over seeds; `q3` = median round at which the attackers were "
         f"first quarantined (with the share of attacker-seed pairs ever quarantined when not all). **Bold**: final "
         f"accuracy under {FAILING:.0%}. \"+ rep. weights\": rows weighted by committed reputation "
-        f"(`RoundRules(reputation_weighted=True)`; the genesis default is unweighted since session 7). Plain rules keep quarantine (floor 0.6), "
+        f"(`RoundRules(reputation_weighted=True)`; the genesis default is unweighted since session 7). "
+        f"Plain rules keep quarantine (floor 0.6), "
         f"except the plain mean, which runs without reputation at all (\"no reputation\").",
         "",
     ]
