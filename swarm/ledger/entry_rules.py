@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from consensus.messages import evidence_from_plain
+from consensus.messages import Evidence, evidence_from_plain, evidence_to_plain
 from consensus.quorum import DUPLICATE_SIGNER, NOT_MEMBER, Membership, Verifier
 from crypto import wire
 from crypto.keys import verify_by_peer_id
@@ -19,7 +19,8 @@ from swarm.config import Genesis, NodeConfig, genesis_to_dict
 from swarm.ledger.apply import InvalidEntry, RoundRules
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.round import compression
-from swarm.round.gradient import Gradient, verify_gradient
+from swarm.round.gradient import (GRADIENT_EVIDENCE, Gradient, GradientEquivocation, check_equivocation,
+                                  equivocation_from_plain, verify_gradient)
 from swarm.training.build import initial_parameters
 
 
@@ -103,6 +104,51 @@ def convicted_leader(genesis: Genesis, item: Any) -> str:
 # piece per member is all a conviction needs.
 MAX_ENTRY_EVIDENCE = 4
 
+# Gradient-equivocation evidence for round e is valid only in the entries of rounds e - 1 through
+# e + GRADIENT_EVIDENCE_ROUNDS (a node holds gradients for its pending round and the next). Nodes never propose a
+# committed piece again (the EvidenceBook), but a node that resynced from a snapshot does not know what the
+# skipped rounds committed, and a Byzantine leader could repeat a piece on purpose: the window bounds how often
+# one offence can be convicted from the replicated data alone (at most GRADIENT_EVIDENCE_ROUNDS + 2 times).
+GRADIENT_EVIDENCE_ROUNDS = 8
+
+
+def gradient_evidence_in_window(evidence_round: int, entry_round: int) -> bool:
+    return entry_round - GRADIENT_EVIDENCE_ROUNDS <= evidence_round <= entry_round + 1
+
+
+def evidence_piece(item: Any) -> Evidence | GradientEquivocation:
+    """A piece of an entry's params["evidence"] as an object, unverified: a leader's equivocation (the plain form
+    without a kind, as before) or a gradient equivocation (kind "gradient"). DecodeError when malformed."""
+    if isinstance(item, dict) and "kind" in item:
+        if item["kind"] != GRADIENT_EVIDENCE:
+            raise DecodeError("bad_evidence", f"unknown evidence kind {str(item['kind'])[:32]!r}")
+        return equivocation_from_plain(item)
+    return evidence_from_plain(item)
+
+
+def evidence_to_entry(piece: Evidence | GradientEquivocation) -> dict:
+    """The plain form an entry carries."""
+    return piece.to_plain() if isinstance(piece, GradientEquivocation) else evidence_to_plain(piece)
+
+
+def accused(piece: Evidence | GradientEquivocation) -> str:
+    return piece.sender if isinstance(piece, GradientEquivocation) else piece.leader
+
+
+def convicted_member(genesis: Genesis, item: Any, round_: int) -> str:
+    """The member a piece of committed evidence in the entry of ``round_`` convicts; InvalidEntry when it proves
+    nothing (forged, malformed, another swarm, not a member, outside its window)."""
+    if not (isinstance(item, dict) and "kind" in item):
+        return convicted_leader(genesis, item)
+    try:
+        piece = evidence_piece(item)
+        member = check_equivocation(piece, genesis.swarm_id, set(genesis.peer_ids))
+    except DecodeError as exc:
+        raise InvalidEntry(f"gradient evidence proves nothing: {exc}") from None
+    if not gradient_evidence_in_window(piece.round, round_):
+        raise InvalidEntry(f"gradient evidence for round {piece.round} is outside the window of round {round_}")
+    return member
+
 
 def entry_extras(genesis: Genesis, params: dict, round_: int,
                  previous_digest: bytes | None) -> tuple[frozenset[str] | None, frozenset[str]]:
@@ -116,7 +162,7 @@ def entry_extras(genesis: Genesis, params: dict, round_: int,
     evidence = params.get("evidence", [])
     if not isinstance(evidence, (list, tuple)) or len(evidence) > MAX_ENTRY_EVIDENCE:
         raise InvalidEntry(f"an entry carries a list of at most {MAX_ENTRY_EVIDENCE} pieces of evidence")
-    convicted = frozenset(convicted_leader(genesis, item) for item in evidence)
+    convicted = frozenset(convicted_member(genesis, item, round_) for item in evidence)
     return signers, convicted
 
 

@@ -4,7 +4,10 @@ Control messages: not banned, under the per-peer rate (flooding is penalised), a
 the connection's own peer, a decodable consensus message; then the core gets it. Gradient pushes: not banned, a
 round the pool accepts, not a payload already held (dropped before any decoding), then the receiver's checks
 (signature, membership, round, parent, size, decodable, finite) off the event loop. Every refusal is counted by
-reason and lowers the sender's local score, which decides bans; none of it reaches the replicated state.
+reason and lowers the sender's local score, which decides bans; none of it reaches the replicated state, except
+one thing that proves itself: two different signed gradients from one member for one round become
+gradient-equivocation evidence (swarm/round/gradient.py GradientEquivocation, the two signed heads without the
+payloads), held here, one per (sender, round), until the node's next proposal takes them (take_evidence).
 
 Reasons are counted under fixed labels (peer_scores.label): a text a peer could shape never becomes a counter key
 or a metric series. Non-members (refused by the transport) are counted but get no score entry, so a stream of fresh
@@ -20,18 +23,20 @@ from typing import Callable
 from consensus.messages import Message
 from consensus.quorum import signature_work
 from crypto.envelope import open_envelope, peek as peek_envelope
+from crypto.peer_id import PeerIdError, public_key_from_peer_id
 from crypto.wire import DecodeError
 from swarm.ledger.store import Store
 from swarm.node.core_link import decode_message
 from swarm.node.peer_scores import PeerScores, label
 from swarm.node.records import Metrics
-from swarm.round.gradient import Gradient
-from swarm.round.pool import GradientPool
+from swarm.round.gradient import Gradient, GradientEquivocation, equivocation_digest, equivocation_from_raw
+from swarm.round.pool import Equivocation, GradientPool
 from swarm.transport.rate_limit import PeerRateLimiter
 
 log = logging.getLogger("swarm.node")
 
 MAX_CONTROL_ENVELOPE_BYTES = 4 << 20
+EVIDENCE_HELD_PER_MEMBER = 2  # gradient-equivocation pieces held per member until a proposal takes them
 
 
 class Inbound:
@@ -46,6 +51,8 @@ class Inbound:
         self._verify, self._parent_for = verify, parent_for
         self._on_message, self._on_gradient, self._on_duplicate = on_message, on_gradient, on_duplicate
         self.metrics = metrics
+        self.evidence: dict[bytes, GradientEquivocation] = {}  # by digest (one per sender and round), not yet taken
+        self._proved: dict[bytes, int] = {}  # digest -> round of every piece built lately, taken or not
 
     async def on_control(self, peer: str, data: bytes) -> None:
         if not self._admit(peer, data):
@@ -100,10 +107,43 @@ class Inbound:
     def keep_gradient(self, gradient: Gradient) -> bool:
         """Add a verified gradient to the pool; False (and an equivocation reported) for a second one from its
         sender for the same round."""
-        if self.pool.add(gradient) is not None:
+        equivocation = self.pool.add(gradient)
+        if equivocation is not None:
             self.reject(gradient.sender, "equivocation", f"two gradients for round {gradient.round}")
+            self._hold_evidence(equivocation)
             return False
         return True
+
+    def take_evidence(self) -> list[GradientEquivocation]:
+        """The gradient-equivocation evidence found since the last call (for the evidence book)."""
+        taken, self.evidence = list(self.evidence.values()), {}
+        return taken
+
+    def _hold_evidence(self, equivocation: Equivocation) -> None:
+        """Turn a caught equivocation into evidence once per (sender, round), unless held or committed already:
+        building it hashes both payloads, ~1 ms per MB on the event loop, so at most once per offence."""
+        if equivocation.sender not in self.members:
+            return
+        try:
+            digest = equivocation_digest(public_key_from_peer_id(equivocation.sender), equivocation.round)
+        except PeerIdError:
+            return
+        if digest in self._proved or self.store.evidence_committed(digest):
+            return
+        evidence = equivocation_from_raw(equivocation.first, equivocation.second)
+        if evidence is None or evidence.sender != equivocation.sender or evidence.round != equivocation.round:
+            return  # the same signed message twice (re-signed), or bytes that do not decode: no proof
+        # The pool holds two rounds at a time, so what we proved for older rounds cannot come up again.
+        self._proved = {d: r for d, r in self._proved.items() if r >= self.pool.current_round}
+        self._proved[digest] = equivocation.round
+        # Bounded: per member the newest EVIDENCE_HELD_PER_MEMBER rounds (a node that is not the leader holds its
+        # pieces until it is; older ones would be outside their window by then).
+        held = sorted((e.round, d) for d, e in self.evidence.items() if e.sender == equivocation.sender)
+        while len(held) >= EVIDENCE_HELD_PER_MEMBER:
+            del self.evidence[held.pop(0)[1]]
+        self.evidence[digest] = evidence
+        log.warning("gradient equivocation by %s in round %d: evidence kept for the next proposal",
+                    equivocation.sender[:16], equivocation.round)
 
     async def on_misbehaviour(self, peer: str, reason: str) -> None:
         if peer in self.members and self.scores.is_banned(peer, time.monotonic()):

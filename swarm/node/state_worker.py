@@ -75,7 +75,10 @@ class StateWorker:
             params["prev_cert"] = commit_cert_to_plain(late)
         elif (previous := node.store.row(node.state.round)) is not None:
             params["prev_cert"] = previous.certificate
-        evidence = node.evidence.for_proposal()
+        node.evidence.expire(node.state.round + 1)
+        for piece in node.inbound.take_evidence():  # gradient equivocation caught on arrival
+            node.evidence.keep(piece)
+        evidence = node.evidence.for_proposal(node.state.round + 1)
         if evidence:
             params["evidence"] = evidence
         return params
