@@ -34,6 +34,11 @@ def render_status(s: dict) -> Table:
         ("loss", _fmt(s.get("loss"))), ("accuracy", _fmt(s.get("accuracy"))),
         ("state hash", s["state_hash"][:16]), ("uptime", f"{s['uptime_s']:.0f} s"),
     ]
+    privacy = s.get("privacy")
+    if privacy:
+        text = (f"epsilon {privacy['epsilon']:.3f} of {privacy['budget']:g} at delta {privacy['delta']:g}, "
+                f"{privacy['rounds']} rounds")
+        rows.append(("privacy", f"[red]{text}: budget reached, not contributing[/]" if privacy["exhausted"] else text))
     if s.get("diverged"):
         rows.append(("DIVERGED", f"[red]{s['diverged']}[/]"))
     connected = [p["name"] for p in s.get("peers", []) if p["connected"]]

@@ -126,6 +126,17 @@ class FaultInjectionConfig:
 
 
 @dataclass
+class PrivacyOverride:
+    """A node's own, stricter differential-privacy settings (swarm/training/privacy.py): each key left out takes
+    the genesis value; one looser than the genesis (a smaller noise_multiplier, a larger clip_norm, delta or
+    epsilon_budget) is refused at start naming the key."""
+    clip_norm: float | None = field(default=None, metadata={"min": 1e-6, "max": 1e6})
+    noise_multiplier: float | None = field(default=None, metadata={"min": 0.1, "max": 1000.0})
+    delta: float | None = field(default=None, metadata={"min": 1e-15, "max": 0.01})
+    epsilon_budget: float | None = field(default=None, metadata={"min": 1e-3, "max": 1000.0})
+
+
+@dataclass
 class NodeConfig:
     identity: str
     genesis: str
@@ -141,6 +152,7 @@ class NodeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     attack: str | None = None           # an attack profile from swarm.faults.attacks, for tests and demos only
     fault_injection: FaultInjectionConfig = field(default_factory=FaultInjectionConfig)
+    privacy: PrivacyOverride = field(default_factory=PrivacyOverride)
     # Torch intra-op threads for training and aggregation; None = torch's default (every core). Several nodes on one
     # machine should split the cores (`swarm cluster up` does): oversubscribed OpenMP threads spin and stall.
     torch_threads: int | None = field(default=None, metadata={"min": 1})
@@ -185,12 +197,28 @@ class ServerOptimizerSpec:
 
 
 @dataclass
+class PrivacySpec:
+    """Local differential privacy at the update (swarm/training/privacy.py), equal on every member: each node
+    clips its update to L2 norm ``clip_norm`` (C) and adds Gaussian noise of standard deviation
+    ``noise_multiplier * clip_norm`` before compressing and signing it, accounts the privacy it spent for its own
+    records (epsilon at ``delta``, Opacus' RDP accountant) and stops contributing before ``epsilon_budget`` would be
+    exceeded. Local only: the replicated state never depends on it (the noise is each node's own)."""
+    enabled: bool = False
+    clip_norm: float = field(default=1.0, metadata={"min": 1e-6, "max": 1e6})
+    noise_multiplier: float = field(default=1.0, metadata={"min": 0.1, "max": 1000.0})
+    delta: float = field(default=1e-5, metadata={"min": 1e-15, "max": 0.01})
+    epsilon_budget: float = field(default=8.0, metadata={"min": 1e-3, "max": 1000.0})
+
+
+@dataclass
 class Genesis:
     swarm_id: str
     members: list[Member]
     model: ModelSpec = field(default_factory=ModelSpec)
     aggregation: AggregationSpec = field(default_factory=AggregationSpec)
     server_optimizer: ServerOptimizerSpec = field(default_factory=ServerOptimizerSpec)
+    # left out of the written (hashed) genesis while off: genesis files written before it keep their hash
+    privacy: PrivacySpec = field(default_factory=PrivacySpec, metadata={"omit_default": True})
 
     @property
     def n(self) -> int:

@@ -1,6 +1,8 @@
 """This node's own contribution to a round: train on the committed state (or use the update trained ahead on the
-same parameters), compress with error feedback, sign, keep and push. Training runs in its own thread; the result
-never touches the replicated state, only the gradient pool, as any peer's gradient would.
+same parameters), with differential privacy on clip it and add noise (swarm/training/privacy.py), compress with
+error feedback, sign, keep and push. Past its privacy budget the node contributes no more (it still follows).
+Training runs in its own thread; the result never touches the replicated state, only the gradient pool, as any
+peer's gradient would.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 from swarm.faults.adversary import Adversary
 from swarm.ledger.state import ReplicatedState
-from swarm.node.records import Metrics
+from swarm.node.records import Metrics, PrivacySpent
 from swarm.round.compression import Compressor
 from swarm.round.gradient import Gradient, make_gradient
 from swarm.round.pool import GradientPool
+from swarm.training.privacy import PrivacyGuard
 from swarm.training.trainer import Trainer
 
 log = logging.getLogger("swarm.node")
@@ -27,14 +30,17 @@ log = logging.getLogger("swarm.node")
 class Contributor:
     def __init__(self, key: NodeKey, swarm_id: str, trainer: Trainer, compressor: Compressor,
                  adversary: Adversary | None, pool: GradientPool, metrics: Metrics,
-                 verify: Callable[[bytes, int, bytes], Gradient], push: Callable[[bytes], Awaitable[None]]):
+                 verify: Callable[[bytes, int, bytes], Gradient], push: Callable[[bytes], Awaitable[None]],
+                 privacy: PrivacyGuard | None = None):
         self.key, self.swarm_id = key, swarm_id
+        self.privacy = privacy
         self.trainer, self.compressor, self.adversary = trainer, compressor, adversary
         self.pool, self._verify, self._push = pool, verify, push
         self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix="train")  # training and evaluation share it
         self.metrics = metrics
         # (round, parameters, future update) of a local update trained ahead of its round's commit
         self._ahead: tuple[int, torch.Tensor, asyncio.Future] | None = None
+        self._show_privacy()
 
     async def contribute(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor],
                          still_pending: Callable[[], bool], on_kept: Callable[[], None]) -> None:
@@ -42,6 +48,9 @@ class Contributor:
         runs as soon as it is in the pool: it counts towards readiness at once, not once every peer took it (one
         may be unreachable for seconds)."""
         loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.pool_thread, self.may_contribute):
+            self._ahead = None
+            return
         try:
             update = await self._local_update(round_, state)
             sealed = await loop.run_in_executor(self.pool_thread, self._seal, round_, state, update, observed)
@@ -63,9 +72,26 @@ class Contributor:
         then holds this very parameter tensor and the update is used as is (it is signed only after the commit,
         on the committed state hash); otherwise it is dropped. Training is local, never replicated: it may start
         from anything, and the three-phase commit no longer leaves the CPU idle."""
+        if self.privacy is not None and self.privacy.exhausted:
+            return
         future = asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.local_update, params)
         future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
         self._ahead = (round_, params, future)
+
+    def may_contribute(self) -> bool:
+        """False once one more released update would take the privacy spent past the budget (said once). In the
+        training thread: Opacus takes ~0.1 s to compute an epsilon."""
+        if self.privacy is None or self.privacy.may_contribute():
+            return True
+        self.metrics.privacy.withheld_rounds += 1
+        self._show_privacy()
+        return False
+
+    def _show_privacy(self) -> None:
+        if self.privacy is None:
+            return
+        withheld = self.metrics.privacy.withheld_rounds if self.metrics.privacy is not None else 0
+        self.metrics.privacy = PrivacySpent(**self.privacy.view(), withheld_rounds=withheld)
 
     async def evaluate(self, params: torch.Tensor) -> tuple[float, float]:
         """(loss, accuracy) of ``params``; in the training thread, after any step, since they share the model."""
@@ -91,7 +117,11 @@ class Contributor:
               observed: list[torch.Tensor]) -> list[tuple[bytes, Gradient | None]]:
         """Training thread: optional attack, compression, signing. Each envelope to push comes with the gradient
         to keep, checked by the very function receivers use (None: an attack profile's garbage or stale message,
-        pushed but not kept)."""
+        pushed but not kept). With differential privacy on, the update is clipped and noised (and the step
+        accounted and persisted) before anything else sees it."""
+        if self.privacy is not None:
+            update = self.privacy.privatize(update)
+            self._show_privacy()
         if self.adversary is not None:
             envelopes = self.adversary.payloads(update, round_, state, observed)
         else:

@@ -47,6 +47,7 @@ from swarm.round.gradient import Gradient
 from swarm.round.pool import GradientPool
 from swarm.round.readiness import LeaderView, RoundReadiness
 from swarm.training.build import build_trainer
+from swarm.training.privacy import node_guard, node_settings
 from swarm.transport.base import Callbacks, Transport
 from swarm.transport.rate_limit import PeerRateLimiter
 
@@ -76,6 +77,7 @@ class Node:
         # Limits follow the model (node/limits.py): refused here, before anything is opened, when they cannot hold it.
         config.transport.max_payload_bytes = settle_payload_limit(config.transport, self.dim, genesis.n)
         self.fetch_timeout_s = fetch_timeout_s(config.transport.max_payload_bytes)
+        privacy = node_settings(genesis, config, self.trainer)  # a looser override is refused here, before the store
         self.store = Store(config.data_dir)
         self.state = self.genesis_state
         self.pool = GradientPool()
@@ -89,7 +91,8 @@ class Node:
                                self.verify_gradient, self._parent_for, self._on_message, self._on_gradient,
                                self.check_ready)
         self.contributor = Contributor(key, genesis.swarm_id, self.trainer, self.compressor, self.adversary,
-                                       self.pool, self.metrics, self.verify_gradient, self.push)
+                                       self.pool, self.metrics, self.verify_gradient, self.push,
+                                       node_guard(privacy, self.store))
         self.rounds = RoundLog(genesis, self.contributor.evaluate, config.training.eval_every, config.max_rounds)
         self.diverged: str | None = None
         self.started = time.time()

@@ -23,6 +23,21 @@ class RoundRecord:
 
 
 @dataclass
+class PrivacySpent:
+    """This node's differential privacy (swarm/training/privacy.py): epsilon spent at delta over the rounds it
+    released an update in, its budget, and whether it stopped contributing because one more round would exceed it."""
+    epsilon: float
+    delta: float
+    budget: float
+    rounds: int
+    exhausted: bool = False
+    noise_multiplier: float = 0.0
+    clip_norm: float = 0.0
+    sample_rate: float = 0.0
+    withheld_rounds: int = 0  # rounds this node did not contribute to because of its budget
+
+
+@dataclass
 class Metrics:
     rounds_committed: int = 0
     bytes_out: int = 0
@@ -40,6 +55,7 @@ class Metrics:
     last_store_error: str | None = None
     last_store_error_at: float | None = None
     store_write_failing: str | None = None
+    privacy: PrivacySpent | None = None  # None: the genesis has differential privacy off
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))

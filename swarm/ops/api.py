@@ -171,6 +171,7 @@ def status_view(node: NodeView) -> dict:
         "last_commit_at": last.committed_at if last else None,
         "diverged": node.diverged,
         "store_errors": store_errors_view(node),
+        "privacy": privacy_view(node),
         "rule": node.rules.rule,
         "peers": [{"peer_id": peer, "name": node.genesis.name_of(peer), "connected": info.connected,
                    "last_seen": info.last_seen_wall,
@@ -185,6 +186,17 @@ def store_errors_view(node: NodeView) -> dict:
     m = node.metrics
     return {"count": m.store_write_errors, "last": m.last_store_error, "last_at": m.last_store_error_at,
             "failing": m.store_write_failing}
+
+
+def privacy_view(node: NodeView) -> dict | None:
+    """Differential privacy this node spent on its own records (None: off in the genesis): epsilon at delta over
+    the rounds it released an update in, its budget, and whether it stopped contributing at the budget."""
+    p = node.metrics.privacy
+    if p is None:
+        return None
+    return {"epsilon": p.epsilon, "delta": p.delta, "budget": p.budget, "rounds": p.rounds, "exhausted": p.exhausted,
+            "noise_multiplier": p.noise_multiplier, "clip_norm": p.clip_norm, "sample_rate": p.sample_rate,
+            "withheld_rounds": p.withheld_rounds}
 
 
 async def status(request: web.Request) -> web.Response:

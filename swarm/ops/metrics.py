@@ -88,6 +88,14 @@ def render_node_metrics(node: NodeView) -> str:
     out.family("swarm_term", "gauge", "Current consensus term.", [({}, node.core.term)])
     out.family("swarm_is_leader", "gauge", "1 when this node leads the current term.",
                [({}, float(node.core.leader == node.id))])
+    privacy = m.privacy
+    if privacy is not None:
+        out.family("swarm_privacy_epsilon", "gauge", f"Differential privacy spent on this node's records: epsilon at "
+                   f"delta {privacy.delta:g} (budget {privacy.budget:g}).", [({}, privacy.epsilon)])
+        out.family("swarm_privacy_budget_exhausted", "gauge", "1 once this node stopped contributing because one more "
+                   "update would exceed its epsilon budget.", [({}, float(privacy.exhausted))])
+        out.family("swarm_privacy_rounds", "gauge", "Rounds whose update this node released with noise (accounted).",
+                   [({}, privacy.rounds)])
     if node.last_eval is not None:
         out.family("swarm_test_loss", "gauge", "Test loss of the committed model.", [({}, node.last_eval[0])])
         out.family("swarm_test_accuracy", "gauge", "Test accuracy of the committed model.", [({}, node.last_eval[1])])

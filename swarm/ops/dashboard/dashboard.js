@@ -83,6 +83,12 @@ function render(status, history, peers, log) {
   setText("leader", status.leader_name || "none");
   setText("loss", fmt(status.loss));
   setText("accuracy", fmt(status.accuracy));
+  const privacy = status.privacy;
+  document.getElementById("privacy-box").hidden = !privacy;
+  if (privacy) {
+    setText("privacy", `epsilon ${privacy.epsilon.toFixed(3)} of ${privacy.budget} (delta ${privacy.delta}, ` +
+      `${privacy.rounds} rounds)` + (privacy.exhausted ? ": budget reached, not contributing" : ""));
+  }
   const evaluated = history.filter(r => r.loss !== null);
   drawLineChart(document.getElementById("chart-loss"),
     [{ name: "loss", colour: COLOURS[0], points: evaluated.map(r => [r.round, r.loss]) }]);
