@@ -105,8 +105,8 @@ async def _fuzz(key: NodeKey, target: str, bodies: list[bytes], pushes: list[byt
         await stream.reset()
         for data in pushes:  # the bulk channel: one stream per push, as the protocol has it
             with trio.move_on_after(3):
-                push = await host.new_stream(info.peer_id, [bulk.PUSH_PROTOCOL])
-                try:
+                try:  # once banned, the node resets our streams before it reads a byte: negotiation fails
+                    push = await host.new_stream(info.peer_id, [bulk.PUSH_PROTOCOL])
                     await push.write(data)
                     await push.close()
                     await push.read(1)
@@ -115,8 +115,8 @@ async def _fuzz(key: NodeKey, target: str, bodies: list[bytes], pushes: list[byt
             sent["push"] += 1
         for data in killers:  # frames that break the control framing: each ends its stream
             with trio.move_on_after(3):
-                killer = await host.new_stream(info.peer_id, [TProtocol(CONTROL_PROTOCOL)])
                 try:
+                    killer = await host.new_stream(info.peer_id, [TProtocol(CONTROL_PROTOCOL)])
                     await killer.write(data)
                     await killer.read(1)
                 except Exception:  # noqa: BLE001
