@@ -17,6 +17,7 @@ from crypto.keys import NodeKey
 from crypto.wire import DecodeError
 from swarm.faults.adversary import Adversary
 from swarm.ledger.state import ReplicatedState
+from swarm.node.own_gradient import OwnGradientFile
 from swarm.node.records import Metrics, PrivacySpent
 from swarm.round.compression import Compressor
 from swarm.round.gradient import Gradient, make_gradient
@@ -31,9 +32,10 @@ class Contributor:
     def __init__(self, key: NodeKey, swarm_id: str, trainer: Trainer, compressor: Compressor,
                  adversary: Adversary | None, pool: GradientPool, metrics: Metrics,
                  verify: Callable[[bytes, int, bytes], Gradient], push: Callable[[bytes], Awaitable[None]],
-                 privacy: PrivacyGuard | None = None):
+                 privacy: PrivacyGuard | None = None, own: OwnGradientFile | None = None):
         self.key, self.swarm_id = key, swarm_id
         self.privacy = privacy
+        self.own = own  # where the gradient we sign is kept until it is superseded (node/own_gradient.py)
         self.trainer, self.compressor, self.adversary = trainer, compressor, adversary
         self.pool, self._verify, self._push = pool, verify, push
         self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix="train")  # training and evaluation share it
@@ -48,15 +50,17 @@ class Contributor:
         runs as soon as it is in the pool: it counts towards readiness at once, not once every peer took it (one
         may be unreachable for seconds)."""
         loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(self.pool_thread, self.may_contribute):
-            self._ahead = None
-            return
-        try:
-            update = await self._local_update(round_, state)
-            sealed = await loop.run_in_executor(self.pool_thread, self._seal, round_, state, update, observed)
-        except Exception:
-            log.exception("local training failed for round %d", round_)
-            return
+        sealed = self._signed_before(round_, state)  # after a restart: the very gradient we already pushed
+        if sealed is None:
+            if not await loop.run_in_executor(self.pool_thread, self.may_contribute):
+                self._ahead = None
+                return
+            try:
+                update = await self._local_update(round_, state)
+                sealed = await loop.run_in_executor(self.pool_thread, self._seal, round_, state, update, observed)
+            except Exception:
+                log.exception("local training failed for round %d", round_)
+                return
         if not still_pending():
             return  # the swarm moved on while we trained
         for _raw, gradient in sealed:
@@ -65,6 +69,20 @@ class Contributor:
         on_kept()
         for raw, _gradient in sealed:
             await self._push(raw)
+
+    def _signed_before(self, round_: int, state: ReplicatedState) -> list[tuple[bytes, Gradient]] | None:
+        """The envelope saved for this very round and parent before a crash, checked as receivers check it."""
+        raw = self.own.load() if self.own is not None and self.adversary is None else None
+        if raw is None:
+            return None
+        try:
+            gradient = self._verify(raw, round_, state.hash)
+        except DecodeError:
+            return None  # another round or parent (the usual case), or damaged: train afresh
+        if gradient.sender != self.key.peer_id:
+            return None
+        log.info("round %d: pushing the gradient signed before the restart again", round_)
+        return [(raw, gradient)]
 
     def train_ahead(self, round_: int, params: torch.Tensor) -> None:
         """Start training ``round_`` on the parameters our own aggregate of the previous round gives, while that
@@ -126,6 +144,8 @@ class Contributor:
             envelopes = self.adversary.payloads(update, round_, state, observed)
         else:
             envelopes = [make_gradient(self.key, self.swarm_id, round_, state.hash, self.compressor.compress(update))]
+            if self.own is not None:
+                self.own.save(envelopes[0])  # durable before it can leave: a restart pushes it again, not a new one
         sealed = []
         for raw in envelopes:
             try:

@@ -36,6 +36,7 @@ from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
 from swarm.node.inbound import Inbound
 from swarm.node.limits import fetch_timeout_s, settle_payload_limit
+from swarm.node.own_gradient import OwnGradientFile
 from swarm.node.peer_scores import PeerScores
 from swarm.node.records import Metrics, PhaseClock
 from swarm.node.round_log import RoundLog
@@ -92,7 +93,7 @@ class Node:
                                self.check_ready)
         self.contributor = Contributor(key, genesis.swarm_id, self.trainer, self.compressor, self.adversary,
                                        self.pool, self.metrics, self.verify_gradient, self.push,
-                                       node_guard(privacy, self.store))
+                                       node_guard(privacy, self.store), OwnGradientFile(config.data_dir))
         self.rounds = RoundLog(genesis, self.contributor.evaluate, config.training.eval_every, config.max_rounds)
         self.diverged: str | None = None
         self.started = time.time()
