@@ -57,10 +57,6 @@ def test_rounds_keep_committing_and_nothing_is_lost_under_attack(tmp_path):
     assert not any(outcome.missing_payloads.values()), outcome.missing_payloads
 
 
-@pytest.mark.xfail(strict=True, reason="swarm/ops/api.py _cap_connections closes a refused connection before "
-                   "aiohttp's RequestHandler starts its task, which then fails `assert manager is not None` "
-                   "(aiohttp web_protocol.py start): one traceback logged per refused connection (41 MB of node0 "
-                   "log in the 30 s bench run's three API attacks)")
 def test_a_connection_refused_at_the_cap_logs_nothing():
     """Found by the bench: every connection refused at api.max_connections logs 'Task exception was never
     retrieved' with an AssertionError traceback, so API clients still grow the node's log without bound and make

@@ -385,12 +385,16 @@ def _cap_connections(server: web.Server, limit: int, gates: _Gates) -> None:
     accept = server.connection_made
 
     def connection_made(handler, transport) -> None:
-        if len(server.connections) >= limit:
-            gates.refused += 1
-            transport.write(_BUSY)
-            transport.close()  # the handler sees the connection lost, as if the client had left
+        if len(server.connections) < limit:
+            accept(handler, transport)
             return
+        # Refused: registered like any connection (its handler's task needs its server) and answered 503 at once;
+        # the handler closes it on the next loop turn, which its task survives. Closed right here, the handler
+        # lost its server before its task first ran, and each refusal logged an AssertionError traceback.
+        gates.refused += 1
         accept(handler, transport)
+        transport.write(_BUSY)
+        asyncio.get_running_loop().call_soon(handler.force_close)
 
     server.connection_made = connection_made
 
