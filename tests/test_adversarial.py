@@ -1,4 +1,4 @@
-"""Issue 23's attacks against real node processes on loopback, short (bench/adversarial.py runs the full set with
+"""Issue 23's attacks against real node processes on loopback, short (bench/adversarial/ runs the full set with
 30 s windows and writes the table in SECURITY.md).
 
 A 4-member cluster runs node0..node2; the attacker holds node3's key. After a baseline window, two attacks in
