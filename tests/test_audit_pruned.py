@@ -49,5 +49,6 @@ def test_a_store_past_its_payload_retention_is_audited_from_its_oldest_kept_snap
     last = store.row(store.last_round())
     damaged = store.payload_path(last.entry["gradients"][0])
     store.close()
-    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # always a change (a zero byte set to zero was not)
     assert not audit_store(spec.data_dir, genesis, config).ok
