@@ -9,7 +9,6 @@ the state the node held); with a custom model it is the snapshot's state as of i
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from swarm.config import Genesis, NodeConfig, load_genesis, load_node_config
 from swarm.ledger.entry_rules import genesis_hash, rules_of
-from swarm.ledger.restore import newest_certified_snapshot, restore
+from swarm.ledger.restore import newest_certified_snapshot, restore, snapshot_dim
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.ledger.store import Store
 from swarm.node.peer_scores import PeerScores
@@ -84,16 +83,23 @@ class OfflineNode:
         if not snapshots:
             raise FileNotFoundError(f"{self.store.dir} holds no snapshot, and its model is custom code that this "
                                     f"inspection does not import")
-        data = self.store.snapshot_path(snapshots[0][1]).read_bytes()
-        (header_len,) = struct.unpack("<I", data[-4:]) if len(data) >= 4 else (len(data),)
-        dim = max(0, len(data) - 4 - header_len) // 8  # parameters and momentum, float32 each
-        state = newest_certified_snapshot(self.store, dim, self.genesis.peer_ids)
+        dim = next((d for _round, state_hash in snapshots
+                    if (d := _snapshot_dim(self.store.snapshot_path(state_hash), state_hash)) is not None), None)
+        state = newest_certified_snapshot(self.store, dim, self.genesis.peer_ids) if dim is not None else None
         if state is None:
             raise FileNotFoundError(f"no certified snapshot in {self.store.dir}")
         return state
 
     def close(self) -> None:
         self.store.close()
+
+
+def _snapshot_dim(path: Path, state_hash: bytes) -> int | None:
+    """The model size a snapshot file states, read as the audit reads it (hash checked first); None if unreadable."""
+    try:
+        return snapshot_dim(path.read_bytes(), state_hash)
+    except OSError:
+        return None
 
 
 def open_offline(data_dir: Path, genesis_path: Path | None = None) -> OfflineNode:
