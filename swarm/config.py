@@ -75,6 +75,12 @@ class TrainingConfig:
     # agreed on; used only if the commit yields those very parameters (it nearly always does). Worth it when the
     # node has cores to itself; off by default because nodes sharing cores (a local cluster) lost time with it.
     train_ahead: bool = False
+    # Local training as a torch.distributed group of this many worker processes (DDP; gloo on CPU, NCCL with one
+    # GPU per worker) that together produce the node's one update on the same total batch_size (a multiple of it).
+    # Local only, like the rest of this section: the genesis and the replicated state do not depend on it.
+    workers: int = field(default=1, metadata={"min": 1, "max": 64})
+    # A round of the worker group that takes longer than this is a failed local round (the group is restarted).
+    worker_timeout_s: float = field(default=600.0, metadata={"min": 1.0, "max": 86400.0})
 
 
 @dataclass
@@ -123,6 +129,9 @@ class FaultInjectionConfig:
     parameter, as on a machine whose arithmetic differs. The node must notice (the certificate signs another state
     hash), say so, stop contributing and resync from a certified snapshot. 0 = off."""
     diverge_at_round: int = field(default=0, metadata={"min": 0})
+    # ``slow_training``: local training takes this many times as long (the node sleeps for the extra time after
+    # each local update), as on a slower machine; for the straggler bench and tests. 1 = off.
+    slow_training: float = field(default=1.0, metadata={"min": 1.0, "max": 100.0})
 
 
 @dataclass
@@ -211,6 +220,15 @@ class PrivacySpec:
 
 
 @dataclass
+class StalenessSpec:
+    """Late updates kept, within a bound (swarm/ledger/staleness.py): a member's signed update for round r - s that
+    missed its round may enter the entry of round r, for 1 <= s <= ``bound``, scaled by ``decay`` ** s. 0 = off
+    (an update that misses its round is dropped, as before)."""
+    bound: int = field(default=0, metadata={"min": 0, "max": 16})
+    decay: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+
+
+@dataclass
 class Genesis:
     swarm_id: str
     members: list[Member]
@@ -219,6 +237,7 @@ class Genesis:
     server_optimizer: ServerOptimizerSpec = field(default_factory=ServerOptimizerSpec)
     # left out of the written (hashed) genesis while off: genesis files written before it keep their hash
     privacy: PrivacySpec = field(default_factory=PrivacySpec, metadata={"omit_default": True})
+    staleness: StalenessSpec = field(default_factory=StalenessSpec, metadata={"omit_default": True})
 
     @property
     def n(self) -> int:
@@ -371,6 +390,9 @@ def validate_genesis(genesis: Genesis, source: str) -> None:
             raise ConfigError(source, f"members[{i}].name", "duplicate name")
         seen_ids.add(member.peer_id)
         seen_names.add(member.name)
+    if genesis.staleness.bound and not genesis.staleness.decay > 0.0:
+        raise ConfigError(source, "staleness.decay", "must be > 0 when staleness.bound is set (0 would keep late "
+                                                     "updates with no weight at all)")
     if genesis.server_optimizer.nesterov and genesis.server_optimizer.momentum == 0.0:
         raise ConfigError(source, "server_optimizer.nesterov", "needs server_optimizer.momentum > 0")
     model = genesis.model

@@ -26,6 +26,7 @@ from swarm.ledger.apply import Applied
 from swarm.ledger.entry_rules import genesis_hash, open_gradient, rules_of
 from swarm.ledger.evidence import EvidenceBook
 from swarm.ledger.restore import restore
+from swarm.ledger.staleness import parent_of_round
 from swarm.ledger.state import genesis_state
 from swarm.ledger.store import ChainRow, Store
 from swarm.node.contributor import Contributor
@@ -47,7 +48,7 @@ from swarm.round.compression import Compressor
 from swarm.round.gradient import Gradient
 from swarm.round.pool import GradientPool
 from swarm.round.readiness import LeaderView, RoundReadiness
-from swarm.training.build import build_trainer
+from swarm.training.build import build_node_trainer
 from swarm.training.privacy import node_guard, node_settings
 from swarm.transport.base import Callbacks, Transport
 from swarm.transport.rate_limit import PeerRateLimiter
@@ -66,7 +67,7 @@ class Node:
         self.name = config.name or genesis.name_of(self.id)
         self.members = set(genesis.peer_ids)
         self.rules = rules_of(genesis)
-        self.trainer = build_trainer(config, genesis, self.id)
+        self.trainer = build_node_trainer(config, genesis, self.id)  # with training.workers > 1: a started group
         self.compressor = Compressor(config.compression.scheme, k=config.compression.ratio,
                                      error_feedback=config.compression.error_feedback)
         self.adversary = (Adversary(config.attack, key, genesis.swarm_id, self.compressor, genesis.index_of(self.id))
@@ -81,7 +82,7 @@ class Node:
         privacy = node_settings(genesis, config, self.trainer)  # a looser override is refused here, before the store
         self.store = Store(config.data_dir)
         self.state = self.genesis_state
-        self.pool = GradientPool()
+        self.pool = GradientPool(self.rules.staleness_bound)
         self.scores = PeerScores()
         self.metrics = Metrics()
         self.evidence = EvidenceBook(self.store)
@@ -93,7 +94,8 @@ class Node:
                                self.check_ready)
         self.contributor = Contributor(key, genesis.swarm_id, self.trainer, self.compressor, self.adversary,
                                        self.pool, self.metrics, self.verify_gradient, self.push,
-                                       node_guard(privacy, self.store), OwnGradientFile(config.data_dir))
+                                       node_guard(privacy, self.store), OwnGradientFile(config.data_dir),
+                                       slow_factor=config.fault_injection.slow_training)
         self.rounds = RoundLog(genesis, self.contributor.evaluate, config.training.eval_every, config.max_rounds)
         self.diverged: str | None = None
         self.started = time.time()
@@ -171,6 +173,7 @@ class Node:
         test, calls it itself)."""
         self._cancel_ready_timer()
         self._state_thread.shutdown(wait=True, cancel_futures=True)
+        self.trainer.close()  # first: a round in flight on a worker group is cut short, not waited for
         self.contributor.close()
         self.store.close()
 
@@ -274,8 +277,16 @@ class Node:
 
     def _parent_for(self, round_: int) -> bytes | None:
         """The parent a gradient for ``round_`` must name: our state's hash for the pending round; unchecked for
-        the next one, which the pool keeps until we get there."""
-        return self.state.hash if round_ == self.state.round + 1 else None
+        the next one, which the pool keeps until we get there; for an earlier round within the staleness bound,
+        the hash our replicated state remembers for it (None when it does not: the inbound check drops it)."""
+        if round_ > self.state.round + 1:
+            return None
+        return parent_of_round(self.state, round_)
+
+    def _still_counts(self, round_: int) -> bool:
+        """Our gradient for ``round_`` may still be counted: its round is pending, or late within the bound."""
+        pending = self.state.round + 1
+        return pending - self.rules.staleness_bound <= round_ <= pending
 
     def _on_gradient(self, gradient: Gradient) -> None:
         if gradient.round == self.state.round + 1 and gradient.parent != self.state.hash:
@@ -316,7 +327,7 @@ class Node:
             return
         observed = [g.vector for g in self.pool.previous] if self.adversary is not None else []
         self.tasks.spawn(self.contributor.contribute(round_, self.state, observed,
-                                                lambda: self.state.round + 1 == round_, self.check_ready),
+                                                lambda: self._still_counts(round_), self.check_ready),
                     f"train-{round_}")
         self.check_ready()
 

@@ -96,6 +96,17 @@ def build_trainer(config: NodeConfig, genesis: Genesis, peer_id: str) -> Trainer
     return trainer
 
 
+def build_node_trainer(config: NodeConfig, genesis: Genesis, peer_id: str):
+    """The node's trainer: the in-process Trainer, or with ``training.workers`` > 1 the same Trainer whose local
+    updates a started torch.distributed worker group computes (swarm/training/distributed.py). Either has
+    ``local_update``, ``evaluate`` and ``close``."""
+    trainer = build_trainer(config, genesis, peer_id)
+    if config.training.workers == 1:
+        return trainer
+    from swarm.training.distributed import start_worker_group
+    return start_worker_group(trainer, config, genesis, peer_id)
+
+
 def check_count(genesis: Genesis, task: Task, flat: torch.Tensor) -> None:
     expected = genesis.model.parameters
     if expected and flat.numel() != expected:

@@ -96,6 +96,9 @@ class Trainer:
         self._rng = np.random.default_rng([seed, node_index])
         self._train = task.train_batches(self.data, batch_size, self._rng)
         self._inner: torch.optim.Optimizer | None = None  # AdamW, created on first use, kept across rounds
+        # (rank, world): a worker of a multi-worker node (swarm/training/distributed.py) trains on its slice of
+        # each batch the node would draw, so that the group's total batch is the single process's batch.
+        self.shard = (0, 1)
         self._step = 0                                      # inner optimizer steps taken (for the schedule)
         self.last_metrics: dict[str, float] = {}
 
@@ -127,7 +130,10 @@ class Trainer:
         return self.data.validation[1]
 
     def _next_batch(self):
-        batch = self.task.to_device(next(self._train), self.device)
+        batch = next(self._train)
+        if self.shard[1] > 1:
+            batch = shard_of(batch, *self.shard)
+        batch = self.task.to_device(batch, self.device)
         return self.task.flip_labels(batch) if self.label_flip else batch
 
     def local_update(self, flat_params: torch.Tensor) -> torch.Tensor:
@@ -193,6 +199,26 @@ class Trainer:
         ``last_metrics``."""
         metrics = self.evaluate_metrics(flat_params)
         return float(metrics["loss"]), float(metrics.get(self.task.accuracy_metric, math.nan))
+
+    def close(self) -> None:
+        """Nothing to release in process; a multi-worker trainer stops its worker group here."""
+
+
+def shard_of(batch, rank: int, world: int):
+    """Rank ``rank``'s contiguous 1/``world`` of a batch: every tensor in it cut along its first dimension,
+    which must divide evenly (equal slices make DDP's mean of the slices' mean losses the whole batch's mean)."""
+    if isinstance(batch, torch.Tensor):
+        size = batch.shape[0]
+        if size % world:
+            raise TaskError("training.batch_size", f"a batch of {size} does not split into {world} equal slices")
+        step = size // world
+        return batch[rank * step:(rank + 1) * step]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard_of(b, rank, world) for b in batch)
+    if isinstance(batch, dict):
+        return {k: shard_of(v, rank, world) for k, v in batch.items()}
+    raise TaskError("model.task", f"a multi-worker node splits batches of tensors, tuples, lists or dicts; "
+                                  f"the task's batch is a {type(batch).__name__}")
 
 
 def _finite(update: torch.Tensor, task: Task) -> torch.Tensor:
