@@ -182,7 +182,7 @@ class _StatusServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_healthcheck_sends_the_token_to_status_and_fails_on_divergence(tmp_path):
+def test_healthcheck_sends_the_token_to_status_and_fails_before_a_commit_or_on_divergence(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -194,6 +194,8 @@ def test_healthcheck_sends_the_token_to_status_and_fails_on_divergence(tmp_path)
         assert _StatusServer.seen[-1] == ("/status", f"Bearer {TOKEN}")
         _StatusServer.answer = {"round": 3, "diverged": "state hash mismatch at round 3"}
         assert "diverged" in healthcheck.check(str(config))
+        _StatusServer.answer = {"round": 0, "diverged": None}  # answering, but nothing committed yet
+        assert healthcheck.check(str(config)) == "no round committed yet"
     finally:
         server.shutdown()
         server.server_close()

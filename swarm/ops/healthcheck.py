@@ -1,4 +1,5 @@
-"""`python -m swarm.ops.healthcheck NODE.yaml`: exit 0 when that node's API answers /status and it has not diverged.
+"""`python -m swarm.ops.healthcheck NODE.yaml`: exit 0 when that node's API answers /status, it has committed a
+round and it has not diverged.
 
 For container health checks: it reads the API address and bearer token from the node's own config, so the
 compose file never repeats a port or a secret.
@@ -23,6 +24,8 @@ def check(config_path: str, timeout: float = 3.0) -> str | None:
         return "the API does not answer /status"
     if status.get("diverged"):
         return f"diverged: {status['diverged']}"
+    if not isinstance(status.get("round"), int) or status["round"] < 1:
+        return "no round committed yet"  # a node that only answers is not yet a working member
     return None
 
 
