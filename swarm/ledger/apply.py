@@ -4,7 +4,8 @@ Runs on the CPU in a fixed order (senders sorted by peer id), accumulating in fl
 the same bytes on every machine and thread count. Local training never touches it. Quarantined members' gradients
 are scored but not aggregated. When the configured rule's precondition does not hold for the number of usable
 gradients (Krum needs n >= 2f+3, for instance), the coordinate-wise median is used instead: a deterministic choice
-every node makes the same way, recorded in the result.
+every node makes the same way, recorded in the result. Late updates (genesis ``staleness.bound`` > 0) enter
+scaled by their weight after the checks of swarm/ledger/staleness.py.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import torch
 
 from swarm.aggregation import aggregate
 from swarm.aggregation.median import coordinate_median
-from swarm.ledger import reputation
+from swarm.ledger import reputation, staleness
 from swarm.ledger.server_optimizer import apply_update
-from swarm.ledger.state import ReplicatedState, StateBody
+from swarm.ledger.state import Recent, ReplicatedState, StateBody
 from swarm.round.gradient import Gradient
 
 FALLBACK_RULE = "median"
@@ -41,6 +42,8 @@ class RoundRules:
     server_lr: float = 1.0
     momentum: float = 0.0
     nesterov: bool = False
+    staleness_bound: int = 0      # late updates kept up to this many rounds late (0: off)
+    staleness_decay: float = 0.5  # a late update's weight is decay ** staleness
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Applied:
     rule_used: str
     aggregated: tuple[str, ...]   # senders whose gradients entered the aggregate
     quarantined: tuple[str, ...]  # senders left out for low reputation
+    stale: tuple[str, ...] = ()   # senders whose late gradient (an earlier round's) was counted
 
 
 @dataclass(frozen=True)
@@ -64,18 +68,32 @@ class Aggregated:
     quarantined: tuple[str, ...]
     geometry: dict[str, tuple[float, float, float]]  # sender -> (distance, cosine) to the round's reference, norm
     body: StateBody | None = None              # the new state's parameter bytes, already hashed
+    stale: tuple[str, ...] = ()                # senders of the late gradients among ``included``
+    recent: Recent | None = None               # the new state's late-update record (staleness on)
 
 
 def apply(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules,
-          certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset()) -> Applied:
-    """The whole transition: ``finish(state, aggregate_round(state, gradients, rules), ...)``."""
-    return finish(state, aggregate_round(state, gradients, rules), certificate_signers, convicted)
+          certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset(),
+          stale: list[Gradient] = ()) -> Applied:
+    """The whole transition: ``finish(state, aggregate_round(state, gradients, rules, stale), ...)``."""
+    return finish(state, aggregate_round(state, gradients, rules, stale), certificate_signers, convicted)
 
 
-def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules) -> Aggregated:
+def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules,
+                    stale: list[Gradient] = ()) -> Aggregated:
+    """``gradients``: the round's own; ``stale``: late gradients of earlier rounds the entry names."""
     round_ = state.round + 1
-    ordered = sorted(gradients, key=lambda g: g.sender)
-    _check(state, ordered, round_)
+    fresh = sorted(gradients, key=lambda g: g.sender)
+    _check(state, fresh, round_)
+    late = sorted(stale, key=lambda g: g.sender)
+    try:
+        staleness.check(state, rules.staleness_bound, fresh, late)
+    except staleness.StaleRefused as exc:
+        raise InvalidEntry(str(exc)) from None
+    for g in late:
+        _check_size(state, g)
+    ordered = sorted(fresh + late, key=lambda g: g.sender) if late else fresh
+    late_senders = frozenset(g.sender for g in late)
     table = dict(state.reputation)
     quarantined = [g for g in ordered if reputation.is_quarantined(table[g.sender], rules.reputation_floor)]
     active = [g for g in ordered if g not in quarantined] or ordered  # all quarantined: nothing else to go on
@@ -83,15 +101,24 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
         quarantined = []
 
     every = torch.stack([g.vector.to(torch.float32) for g in ordered])
-    stack = every if active is ordered else every[[i for i, g in enumerate(ordered) if g not in quarantined]]
+    rows = every  # what the rule sees: late rows scaled by their weight (staleness.py); scored unscaled
+    if late:
+        rows = every.clone()
+        for i, g in enumerate(ordered):
+            if g.sender in late_senders:
+                rows[i] *= staleness.weight(round_ - g.round, rules.staleness_decay)
+    stack = rows if active is ordered else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     rule, result = _aggregate(rules, stack, weights)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum, rules.nesterov)
+    # Scored against the fresh gradients' reference: late ones neither shift it nor are judged by their weight.
+    fresh_rows = every if not late else every[[i for i, g in enumerate(ordered) if g.sender not in late_senders]]
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
-                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(every)))),
-                      StateBody(params, momentum))
+                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(fresh_rows)))),
+                      StateBody(params, momentum), tuple(g.sender for g in late),
+                      staleness.next_recent(state, rules.staleness_bound, fresh, late))
 
 
 def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: frozenset[str] | None = None,
@@ -109,11 +136,13 @@ def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: 
         quarantined=frozenset(aggregated.quarantined),
         certificate_signers=certificate_signers,
         convicted=convicted,
+        stale=frozenset(aggregated.stale),
     )
     new_state = ReplicatedState(state.round + 1, aggregated.params, aggregated.momentum,
                                 reputation.update(state.reputation, observation), state.hash,
-                                _body=aggregated.body)
-    return Applied(new_state, aggregated.rule_used, aggregated.aggregated, aggregated.quarantined)
+                                aggregated.recent, _body=aggregated.body)
+    return Applied(new_state, aggregated.rule_used, aggregated.aggregated, aggregated.quarantined,
+                   aggregated.stale)
 
 
 def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None:
@@ -128,9 +157,15 @@ def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None
             raise InvalidEntry(f"{g.sender} is not a member")
         if g.round != round_ or g.parent != state.hash:
             raise InvalidEntry(f"gradient of {g.sender} is for round {g.round} on another parent")
-        if g.vector.numel() != state.params.numel():
-            raise InvalidEntry(f"gradient of {g.sender} has {g.vector.numel()} values, model has "
-                               f"{state.params.numel()}")
+        _check_size(state, g)
+
+
+def _check_size(state: ReplicatedState, g: Gradient) -> None:
+    if g.sender not in dict(state.reputation):
+        raise InvalidEntry(f"{g.sender} is not a member")
+    if g.vector.numel() != state.params.numel():
+        raise InvalidEntry(f"gradient of {g.sender} has {g.vector.numel()} values, model has "
+                           f"{state.params.numel()}")
 
 
 def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor):
@@ -146,8 +181,8 @@ def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor):
 
 
 def reference(every: torch.Tensor) -> torch.Tensor:
-    """What each gradient is scored against: the unweighted coordinate-wise median of every gradient in the entry
-    (quarantined ones included), as float32. Not the round's aggregate: that one leaves quarantined members out,
+    """What each gradient is scored against: the unweighted coordinate-wise median of every fresh gradient in the
+    entry (quarantined ones included; late ones left out, see staleness.py), as float32. Not the round's aggregate: that one leaves quarantined members out,
     so a member scored against it is judged against an aggregate it is not part of while the others are judged
     against one they are in, and the bias feeds itself. The median is symmetric in the members, robust while fewer
     than half the rows are Byzantine, and one O(n d) pass."""

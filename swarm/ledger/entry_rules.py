@@ -16,6 +16,7 @@ from crypto import wire
 from crypto.keys import verify_by_peer_id
 from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig, genesis_to_dict
+from swarm.ledger import staleness
 from swarm.ledger.apply import InvalidEntry, RoundRules
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.round import compression
@@ -36,7 +37,8 @@ def rules_of(genesis: Genesis) -> RoundRules:
         nnm=genesis.aggregation.nnm, reputation_weighted=genesis.aggregation.reputation_weighted,
         reputation_floor=genesis.aggregation.reputation_floor,
         server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum,
-        nesterov=genesis.server_optimizer.nesterov)
+        nesterov=genesis.server_optimizer.nesterov,
+        staleness_bound=genesis.staleness.bound, staleness_decay=genesis.staleness.decay)
 
 
 def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:
@@ -153,9 +155,11 @@ def convicted_member(genesis: Genesis, item: Any, round_: int) -> str:
 def entry_extras(genesis: Genesis, params: dict, round_: int,
                  previous_digest: bytes | None) -> tuple[frozenset[str] | None, frozenset[str]]:
     """(certificate signers, convicted members) an entry's params prove, as `apply` takes them."""
-    unknown = set(params) - {"prev_cert", "evidence"}
+    unknown = set(params) - {"prev_cert", "evidence", staleness.STALE_PARAM}
     if unknown:
         raise InvalidEntry(f"unknown entry params {sorted(unknown)}")
+    if staleness.STALE_PARAM in params:
+        stale_named(genesis, params)  # well formed and within the bound (the gradients are checked by apply)
     signers = None
     if "prev_cert" in params:
         signers = previous_certificate_signers(genesis, params["prev_cert"], round_ - 1, previous_digest)
@@ -164,6 +168,15 @@ def entry_extras(genesis: Genesis, params: dict, round_: int,
         raise InvalidEntry(f"an entry carries a list of at most {MAX_ENTRY_EVIDENCE} pieces of evidence")
     convicted = frozenset(convicted_member(genesis, item, round_) for item in evidence)
     return signers, convicted
+
+
+def stale_named(genesis: Genesis, params: dict) -> list[tuple[bytes, int]]:
+    """[(digest, staleness)] of the late gradients an entry's params name (swarm/ledger/staleness.py): at most one
+    per member, within the genesis' bound; InvalidEntry when malformed (or named while late updates are off)."""
+    try:
+        return staleness.from_params(params, genesis.staleness.bound, genesis.n)
+    except staleness.StaleRefused as exc:
+        raise InvalidEntry(str(exc)) from None
 
 
 def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes,

@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Iterator
 from crypto.wire import DecodeError
 from swarm.config import Genesis
 from swarm.ledger.apply import InvalidEntry, RoundRules, apply
-from swarm.ledger.entry_rules import entry_extras, open_gradient, rules_of
+from swarm.ledger.entry_rules import entry_extras, open_gradient, rules_of, stale_named
+from swarm.ledger.staleness import parent_of_round
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import ChainRow
 
@@ -92,14 +93,24 @@ class Replayer:
             raise ValueError(f"round {r} does not follow the replayed state's round {state.round}")
         gradients = [self._stored_gradient(digest, r, state.hash) for digest in row.entry["gradients"]]
         try:
-            extras = entry_extras(self.genesis, dict(row.entry["params"]), r, previous_digest)
-            applied = apply(state, gradients, self.rules, *extras)
+            params = dict(row.entry["params"])
+            extras = entry_extras(self.genesis, params, r, previous_digest)
+            stale = [self._stale_gradient(digest, r - s, state) for digest, s in stale_named(self.genesis, params)]
+            applied = apply(state, gradients, self.rules, *extras, stale=stale)
         except InvalidEntry as exc:
             raise ReplayStopped(Stop(r, StopReason.INVALID_ENTRY, f"the entry cannot be applied: {exc}")) from None
         if applied.state.hash != row.state_hash:
             raise ReplayStopped(Stop(r, StopReason.STATE_HASH_DIFFERS,
                                      "replaying the entry gives another state hash than the certified one"))
         return applied.state
+
+    def _stale_gradient(self, digest: bytes, round_: int, state: ReplicatedState):
+        """A late gradient the entry names (swarm/ledger/staleness.py), checked against the state its round was
+        built on as the replicated state remembers it; a state it cannot vouch for makes the entry invalid."""
+        parent = parent_of_round(state, round_)
+        if parent is None:
+            raise InvalidEntry(f"a late gradient for round {round_}, a state this chain does not remember")
+        return self._stored_gradient(digest, round_, parent)
 
     def _stored_gradient(self, digest: bytes, round_: int, parent: bytes):
         short = digest.hex()[:12]

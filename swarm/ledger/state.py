@@ -10,6 +10,12 @@ Layout: the raw little-endian float32 parameters and momentum (the body), then t
 (version, round, parent, dim, reputation), then the header's length as a u32. The body comes first on purpose:
 it depends only on the aggregate, which a node computes before any proposal names it, so the SHA-256 of those
 megabytes can be absorbed ahead of time (:class:`StateBody`) and a proposal's hash then costs only its small header.
+
+With late updates kept (genesis ``staleness.bound`` > 0, swarm/ledger/staleness.py) the header also holds
+``stale``: the hashes of the last ``bound`` states before this one and, per member, the newest round of a gradient
+of it that an entry counted (:class:`Recent`). A late update is checked against these alone, so a node that took
+this state from a snapshot checks the next entry as well as one that applied every round. Without it the key is
+absent and the bytes are those of earlier versions (same hashes).
 """
 from __future__ import annotations
 
@@ -50,6 +56,34 @@ class PeerReputation:
         return cls(*value)
 
 
+@dataclass(frozen=True)
+class Recent:
+    """What the replicated state remembers for checking late updates (swarm/ledger/staleness.py)."""
+
+    ancestors: tuple[bytes, ...]          # hashes of states round - len .. round - 1, oldest first
+    counted: tuple[tuple[str, int], ...]  # member -> newest round of a gradient of it an entry counted, by peer id
+
+    def to_plain(self) -> dict:
+        return {"ancestors": list(self.ancestors), "counted": [[peer, r] for peer, r in self.counted]}
+
+    @classmethod
+    def from_plain(cls, value, members: list[str]) -> "Recent":
+        if not isinstance(value, dict) or set(value) != {"ancestors", "counted"}:
+            raise DecodeError("bad_state", "malformed late-update record")
+        ancestors, counted = value["ancestors"], value["counted"]
+        if (not isinstance(ancestors, list) or len(ancestors) > MAX_ANCESTORS
+                or not all(isinstance(h, bytes) and len(h) == 32 for h in ancestors)):
+            raise DecodeError("bad_state", "malformed ancestor hashes")
+        if (not isinstance(counted, list) or [row[0] if isinstance(row, list) and len(row) == 2 else None
+                                              for row in counted] != sorted(members)
+                or not all(type(row[1]) is int and row[1] >= 0 for row in counted)):
+            raise DecodeError("bad_state", "late-update record does not list exactly the members")
+        return cls(tuple(ancestors), tuple((peer, r) for peer, r in counted))
+
+
+MAX_ANCESTORS = 64  # more than any staleness bound the genesis allows
+
+
 class StateBody:
     """The parameter and momentum bytes of a state, with a SHA-256 that has already absorbed them. It remembers
     which tensors it was made from, so a state copied with other tensors (dataclasses.replace) never reuses it."""
@@ -77,6 +111,7 @@ class ReplicatedState:
     momentum: torch.Tensor             # flat float32 on the CPU, same size (zeros when momentum is off)
     reputation: tuple[tuple[str, PeerReputation], ...]  # sorted by peer id
     parent_hash: bytes                 # state_hash of round - 1 (round 0: hash of the genesis)
+    recent: Recent | None = None       # late updates kept (genesis staleness.bound > 0); None: off
     _hash: bytes | None = field(default=None, compare=False, repr=False)
     _body: StateBody | None = field(default=None, compare=False, repr=False)  # precomputed by aggregation
 
@@ -84,11 +119,14 @@ class ReplicatedState:
         return dict(self.reputation)[peer_id]
 
     def _trailer(self) -> bytes:
-        header = wire.dumps({
+        fields = {
             "version": STATE_VERSION, "round": self.round, "parent": self.parent_hash,
             "dim": int(self.params.numel()),
             "reputation": [[peer, rep.to_plain()] for peer, rep in self.reputation],
-        })
+        }
+        if self.recent is not None:
+            fields["stale"] = self.recent.to_plain()
+        header = wire.dumps(fields)
         return header + _U32.pack(len(header))
 
     def body(self) -> StateBody:
@@ -118,7 +156,8 @@ class ReplicatedState:
         if header_len > MAX_HEADER or body_len < 0:
             raise DecodeError("bad_state", f"snapshot header of {header_len} bytes does not fit")
         header = wire.loads(bytes(view[body_len:len(view) - _U32.size]))
-        if not isinstance(header, dict) or set(header) != {"version", "round", "parent", "dim", "reputation"}:
+        if not isinstance(header, dict) or set(header) - {"stale"} != {"version", "round", "parent", "dim",
+                                                                        "reputation"}:
             raise DecodeError("bad_state", "unexpected snapshot header")
         if header["version"] != STATE_VERSION:
             raise DecodeError("bad_version", f"state version {header['version']}")
@@ -135,7 +174,8 @@ class ReplicatedState:
             raise DecodeError("bad_state", f"snapshot body of {body_len} bytes, expected {8 * expected_dim}")
         params = _from_le(view[:4 * expected_dim], expected_dim)
         momentum = _from_le(view[4 * expected_dim:body_len], expected_dim)
-        return cls(header["round"], params, momentum, reputation, header["parent"])
+        recent = Recent.from_plain(header["stale"], members) if "stale" in header else None
+        return cls(header["round"], params, momentum, reputation, header["parent"], recent)
 
 
 def genesis_state(params: torch.Tensor, members: list[str], genesis_hash: bytes) -> ReplicatedState:

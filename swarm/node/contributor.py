@@ -2,12 +2,15 @@
 same parameters), with differential privacy on clip it and add noise (swarm/training/privacy.py), compress with
 error feedback, sign, keep and push. Past its privacy budget the node contributes no more (it still follows).
 Training runs in its own thread; the result never touches the replicated state, only the gradient pool, as any
-peer's gradient would.
+peer's gradient would. With late updates kept (genesis ``staleness.bound``), a gradient finished after its round
+was committed is still kept and pushed while it may count (swarm/ledger/staleness.py), and a node slower than the
+round trains only the newest round it was asked for, instead of a backlog of rounds that can no longer count.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
@@ -32,8 +35,10 @@ class Contributor:
     def __init__(self, key: NodeKey, swarm_id: str, trainer: Trainer, compressor: Compressor,
                  adversary: Adversary | None, pool: GradientPool, metrics: Metrics,
                  verify: Callable[[bytes, int, bytes], Gradient], push: Callable[[bytes], Awaitable[None]],
-                 privacy: PrivacyGuard | None = None, own: OwnGradientFile | None = None):
+                 privacy: PrivacyGuard | None = None, own: OwnGradientFile | None = None, slow_factor: float = 1.0):
         self.key, self.swarm_id = key, swarm_id
+        self.slow_factor = slow_factor  # fault injection: local training takes this many times as long
+        self._newest_round = 0  # the newest round a contribution was asked for
         self.privacy = privacy
         self.own = own  # where the gradient we sign is kept until it is superseded (node/own_gradient.py)
         self.trainer, self.compressor, self.adversary = trainer, compressor, adversary
@@ -46,14 +51,19 @@ class Contributor:
 
     async def contribute(self, round_: int, state: ReplicatedState, observed: list[torch.Tensor],
                          still_pending: Callable[[], bool], on_kept: Callable[[], None]) -> None:
-        """Train, seal and keep our gradient for ``round_`` on ``state``, then push it to every peer. ``on_kept``
-        runs as soon as it is in the pool: it counts towards readiness at once, not once every peer took it (one
-        may be unreachable for seconds)."""
+        """Train, seal and keep our gradient for ``round_`` on ``state``, then push it to every peer, if
+        ``still_pending()`` says it may still count by then. ``on_kept`` runs as soon as it is in the pool: it
+        counts towards readiness at once, not once every peer took it (one may be unreachable for seconds)."""
         loop = asyncio.get_running_loop()
+        self._newest_round = max(self._newest_round, round_)
         sealed = self._signed_before(round_, state)  # after a restart: the very gradient we already pushed
         if sealed is None:
             if not await loop.run_in_executor(self.pool_thread, self.may_contribute):
                 self._ahead = None
+                return
+            if round_ < self._newest_round:  # a newer round was asked for while the trainer was busy: train that
+                log.info("round %d skipped: the swarm reached round %d while this node was training",
+                         round_, self._newest_round)
                 return
             try:
                 update = await self._local_update(round_, state)
@@ -92,7 +102,7 @@ class Contributor:
         from anything, and the three-phase commit no longer leaves the CPU idle."""
         if self.privacy is not None and self.privacy.exhausted:
             return
-        future = asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.local_update, params)
+        future = asyncio.get_running_loop().run_in_executor(self.pool_thread, self._train, params)
         future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
         self._ahead = (round_, params, future)
 
@@ -128,8 +138,16 @@ class Contributor:
                 return update
             except Exception:
                 log.exception("training ahead for round %d failed; training again", round_)
-        return await asyncio.get_running_loop().run_in_executor(self.pool_thread, self.trainer.local_update,
-                                                                state.params)
+        return await asyncio.get_running_loop().run_in_executor(self.pool_thread, self._train, state.params)
+
+    def _train(self, params: torch.Tensor) -> torch.Tensor:
+        """Training thread: the local update, stretched by ``slow_factor`` (fault injection) as on a slower
+        machine: the thread sleeps for the extra time, so it occupies the trainer but no core."""
+        started = time.perf_counter()
+        update = self.trainer.local_update(params)
+        if self.slow_factor > 1.0:
+            time.sleep((self.slow_factor - 1.0) * (time.perf_counter() - started))
+        return update
 
     def _seal(self, round_: int, state: ReplicatedState, update: torch.Tensor,
               observed: list[torch.Tensor]) -> list[tuple[bytes, Gradient | None]]:

@@ -15,7 +15,8 @@ from typing import Awaitable, Callable
 from consensus.messages import Entry
 from swarm.config import Genesis
 from swarm.ledger.apply import Aggregated, Applied, InvalidEntry, aggregate_round, finish
-from swarm.ledger.entry_rules import entry_extras
+from swarm.ledger.entry_rules import entry_extras, stale_named
+from swarm.ledger.staleness import parent_of_round
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import Store
 from swarm.round.gradient import Gradient, digest_of
@@ -50,19 +51,23 @@ class EntryStates:
         previous = self.store.row(round_ - 1)
         return entry_extras(self.genesis, params, round_, previous.digest if previous else None)
 
-    def aggregate(self, state: ReplicatedState, gradients: list[Gradient]) -> asyncio.Future:
-        """The round's aggregation for this exact set of gradients, computed once in the state thread."""
-        key = (state.hash, tuple(sorted(g.digest for g in gradients)))
+    def aggregate(self, state: ReplicatedState, gradients: list[Gradient],
+                  stale: list[Gradient] = ()) -> asyncio.Future:
+        """The round's aggregation for this exact set of gradients (and late ones), computed once in the state
+        thread."""
+        key = (state.hash, tuple(sorted(g.digest for g in gradients)), tuple(sorted(g.digest for g in stale)))
         future = self._aggregates.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.rules)
+            future = loop.run_in_executor(self._state_pool, aggregate_round, state, gradients, self.rules,
+                                          list(stale))
             self._aggregates[key] = future
         return asyncio.shield(future)
 
-    async def apply_gradients(self, state: ReplicatedState, gradients: list[Gradient], params: dict) -> Applied:
+    async def apply_gradients(self, state: ReplicatedState, gradients: list[Gradient], params: dict,
+                              stale: list[Gradient] = ()) -> Applied:
         signers, convicted = self.extras(params, state.round + 1)
-        aggregated = await self.aggregate(state, gradients)
+        aggregated = await self.aggregate(state, gradients, stale)
         return finish_and_hash(state, aggregated, signers, convicted)  # no thread hop: well under 1 ms
 
     async def derive(self, state: ReplicatedState, entry: Entry) -> Applied:
@@ -79,7 +84,15 @@ class EntryStates:
         if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
             raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
         gradients = [await self._gradient_by_digest(d, entry.round, entry.parent_state_hash) for d in digests]
-        return await self.apply_gradients(state, gradients, dict(entry.params))
+        params = dict(entry.params)
+        stale = []
+        for digest, staleness in stale_named(self.genesis, params):  # late updates: staleness.py
+            parent = parent_of_round(state, entry.round - staleness)
+            if parent is None:
+                raise InvalidEntry(f"late gradient {digest.hex()[:12]} is for round {entry.round - staleness}, "
+                                   f"a state this node never had")
+            stale.append(await self._gradient_by_digest(digest, entry.round - staleness, parent))
+        return await self.apply_gradients(state, gradients, params, stale)
 
     async def _gradient_by_digest(self, digest: bytes, round_: int, parent: bytes) -> Gradient:
         known = self.pool.by_digest(digest)

@@ -53,6 +53,7 @@ class Inbound:
         self.metrics = metrics
         self.evidence: dict[bytes, GradientEquivocation] = {}  # by digest (one per sender and round), not yet taken
         self._proved: dict[bytes, int] = {}  # digest -> round of every piece built lately, taken or not
+        self._late_logged: dict[str, int] = {}  # member -> the round of the last late gradient whose drop was logged
 
     async def on_control(self, peer: str, data: bytes) -> None:
         if not self._admit(peer, data):
@@ -85,12 +86,19 @@ class Inbound:
             return
         if not self.pool.accepts_round(round_):
             self.metrics.rejected["stale_or_future_round"] += 1
+            if self.pool.stale_bound and round_ < self.pool.current_round:
+                self._log_late_drop(peer, round_, f"staleness {self.pool.current_round - round_} is beyond the "
+                                                  f"bound {self.pool.stale_bound}")
             return
         if self.pool.by_digest(digest) is not None:  # a re-push (a reconnect, a handover, a peer repeating itself):
             self.metrics.duplicate_pushes += 1       # the same bytes were verified once already, so not again
             self._on_duplicate()
             return
         parent = self._parent_for(round_)
+        if parent is None and round_ < self.pool.current_round:  # late, and our state cannot vouch for its base
+            self.metrics.rejected["stale_or_future_round"] += 1
+            self._log_late_drop(peer, round_, "built on a state this node never had")
+            return
         loop = asyncio.get_running_loop()
         try:  # hashing and decoding megabytes: off the event loop
             # The digest is hashed again here, not taken from the transport (which checked it too): a gradient kept
@@ -113,6 +121,14 @@ class Inbound:
             self._hold_evidence(equivocation)
             return False
         return True
+
+    def _log_late_drop(self, peer: str, round_: int, why: str) -> None:
+        """Say why a late gradient was dropped, once per member and round (a member's repeats are not logged)."""
+        if peer not in self.members or self._late_logged.get(peer) == round_:
+            return
+        self._late_logged[peer] = round_
+        log.info("dropped the late gradient of %s for round %d (pending round %d): %s", peer[:16], round_,
+                 self.pool.current_round, why)
 
     def take_evidence(self) -> list[GradientEquivocation]:
         """The gradient-equivocation evidence found since the last call (for the evidence book)."""

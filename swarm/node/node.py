@@ -85,6 +85,7 @@ class Node:
         self.pool = GradientPool(self.rules.staleness_bound)
         self.scores = PeerScores()
         self.metrics = Metrics()
+        self.metrics.training_workers = config.training.workers
         self.evidence = EvidenceBook(self.store)
         self.readiness = RoundReadiness(self.id, genesis.n, genesis.quorum)
         self.inbound = Inbound(genesis.swarm_id, self.members, self.scores,

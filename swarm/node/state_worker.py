@@ -22,6 +22,7 @@ from consensus.events import ProposalBuilt, ValidationResult
 from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain
 from crypto.wire import DecodeError
 from swarm.faults.divergence import off_by_one_ulp
+from swarm.ledger import staleness
 from swarm.ledger.apply import Applied, InvalidEntry
 from swarm.ledger.restore import certified_snapshot
 from swarm.ledger.state import ReplicatedState
@@ -42,6 +43,7 @@ class StateWorker:
         self.pending: dict[int, CommittedEntry] = {}  # committed, waiting for their turn to apply
         self._jobs: asyncio.Queue = asyncio.Queue()
         self._retry_scheduled = False
+        self._refusals_logged: set[bytes] = set()  # late gradients whose refusal was logged (once each)
 
     async def run(self) -> None:
         while True:
@@ -92,7 +94,7 @@ class StateWorker:
         gradients = node.pool.for_round(round_, node.state.hash)
         if len(gradients) < node.genesis.quorum:
             return None
-        future = node.entries.aggregate(node.state, gradients)
+        future = node.entries.aggregate(node.state, gradients, self.late_gradients(node.state, gradients))
         future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
         return future
 
@@ -107,12 +109,31 @@ class StateWorker:
             log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
             return
         params = self.entry_params()
-        applied = await node.entries.apply_gradients(state, gradients, params)
+        late = self.late_gradients(state, gradients)
+        if late:
+            params[staleness.STALE_PARAM] = staleness.to_params(round_, late)
+        applied = await node.entries.apply_gradients(state, gradients, params, late)
         entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
                       rule=node.rules.rule, params=params, state_hash=applied.state.hash,
                       parent_state_hash=state.hash)
         node.entries.applied[entry.digest()] = applied
         node.step(ProposalBuilt(entry))
+
+    def late_gradients(self, state: ReplicatedState, fresh: list) -> list:
+        """The late gradients of earlier rounds the pool holds that an entry on ``state`` may name (newest per
+        member without a fresh one; swarm/ledger/staleness.py); each one left out is logged once, with why."""
+        bound = self.node.rules.staleness_bound
+        if not bound:
+            return []
+        late, refused = staleness.choose(state, bound, self.node.pool.late(state.round + 1), fresh)
+        for gradient, why in refused:
+            if gradient.digest not in self._refusals_logged:
+                if len(self._refusals_logged) > 4096:
+                    self._refusals_logged.clear()
+                self._refusals_logged.add(gradient.digest)
+                log.info("late gradient of %s for round %d left out of round %d: %s",
+                         self.node.genesis.name_of(gradient.sender), gradient.round, state.round + 1, why)
+        return late
 
     async def _validate(self, term: int, round_: int, entry: Entry) -> None:
         node = self.node
@@ -179,10 +200,13 @@ class StateWorker:
         node = self.node
         entry = committed.entry
         rows = []
-        for digest in entry.gradient_digests:
+        late = [digest for digest, _s in staleness.from_params(entry.params, node.rules.staleness_bound,
+                                                                 node.genesis.n)]
+        for digest in [*entry.gradient_digests, *late]:
             gradient = node.pool.by_digest(digest) or node.entries.fetched.get(digest)
             if gradient is not None:
-                rows.append((digest, gradient.round, gradient.sender, gradient.raw))
+                # stored under the round whose entry names it: retention keeps it as long as that entry's replay
+                rows.append((digest, entry.round, gradient.sender, gradient.raw))
             elif node.store.gradient_envelope(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         if rows:
