@@ -14,8 +14,8 @@ from .roles import FOLLOWER, LEADER
 
 class CommitPath:
     def _propose_if_ready(self) -> None:
-        if self.role != LEADER:
-            return
+        if self.role != LEADER or self.term_epoch != self.epoch:
+            return  # a term certificate proposes only rounds of the configuration it was counted in
         key = (self.view, self.pending)
         if key in self.proposed:
             return
@@ -59,7 +59,7 @@ class CommitPath:
             return self._request_catchup(msg.sender)  # we may be missing the NewTerm: it comes back with catch-up
         if msg.term < self.view and self._may_step_back(msg.term):
             return self._request_catchup(msg.sender)  # the NewTerm of the term the others kept comes back with it
-        if msg.term < self.view or msg.sender != self.leader or self.role != FOLLOWER:
+        if msg.term < self.view or msg.sender != self.leader or self.role != FOLLOWER or self.term_epoch != self.epoch:
             return
         if msg.round > self.pending:
             return self._request_catchup(msg.sender)
@@ -91,6 +91,8 @@ class CommitPath:
         self._send_prepare(ev.term, ev.round, ev.digest)
 
     def _send_prepare(self, term: int, rnd: int, digest: bytes) -> None:
+        if not self.is_member:
+            return
         msg = self._signed(Prepare(term, rnd, digest, self.id))
         self.sent_prepare[(term, rnd)] = msg
         self._broadcast(msg)
@@ -113,8 +115,8 @@ class CommitPath:
         if (term != self.view or self.role not in (FOLLOWER, LEADER) or (term, rnd) in self.sent_commit
                 or (self.hard.prepared_term, self.hard.prepared_round, self.hard.prepared_digest) != (term, rnd, digest)):
             return
-        sigs = self.prepares.get((term, rnd, digest), {})
-        if len(sigs) < self.membership.quorum or digest not in self.entries:
+        sigs = self._counted(self.prepares, (term, rnd, digest))
+        if len(sigs) < self.membership.quorum or digest not in self.entries or not self.is_member:
             return
         cert = PreparedCertificate(term, rnd, self.entries[digest], tuple(sorted(sigs.items())))
         if cert.rank() > self.hard.lock_rank():
@@ -125,9 +127,15 @@ class CommitPath:
         self.commits.setdefault((term, rnd, digest), {})[self.id] = msg.sig
         self._check_committed(term, rnd, digest)
 
+    def _counted(self, table, key) -> dict[str, bytes]:
+        """The signatures on ``key`` that count: those of the configuration in force at its round (a table may
+        still hold some that a member gave before a change took it out)."""
+        config = self.configs.at(key[1])
+        return {signer: sig for signer, sig in table.get(key, {}).items() if signer in config}
+
     def _on_commit(self, msg: Commit) -> None:
         if msg.round < self.pending:
-            if (msg.term, msg.round, msg.digest) == self.newest_commit_key:
+            if (msg.term, msg.round, msg.digest) == self.newest_commit_key and msg.sender in self.configs.at(msg.round):
                 self.newest_commit_sigs.setdefault(msg.sender, msg.sig)  # late, but it counts (see __init__)
             return
         if msg.round > self.pending + 1:
@@ -137,7 +145,7 @@ class CommitPath:
 
     def _check_committed(self, term: int, rnd: int, digest: bytes) -> None:
         """2f+1 Commits (any term: a commit certificate is final) for our next round: persist, then apply."""
-        sigs = self.commits.get((term, rnd, digest), {})
+        sigs = self._counted(self.commits, (term, rnd, digest))
         if len(sigs) < self.membership.quorum:
             return
         entry = self.entries.get(digest)
@@ -148,7 +156,7 @@ class CommitPath:
 
     def _commit(self, ce: CommittedEntry) -> None:
         self.newest_commit_key = (ce.cert.term, ce.entry.round, ce.cert.digest)
-        self.newest_commit_sigs = {**dict(self.commits.get(self.newest_commit_key, {})), **dict(ce.cert.signatures)}
+        self.newest_commit_sigs = {**self._counted(self.commits, self.newest_commit_key), **dict(ce.cert.signatures)}
         self._remember(ce)
         self._out.append(PersistEntry(ce))
         self._out.append(Apply(ce))
@@ -165,6 +173,8 @@ class CommitPath:
         self.awaiting_validation = {k: d for k, d in self.awaiting_validation.items() if k[1] > done}
         self.seen_preprepares = {k: v for k, v in self.seen_preprepares.items() if k[2] > done}
         self.reported = {d: seen for d, seen in self.reported.items() if seen[0] > done - EVIDENCE_MEMORY_ROUNDS}
+        if self.configs.learn(ce) is not None:
+            self._reconfigure(done)
         self._arm_round_timer()
         self._propose_if_ready()
         # Commits for the next round may already be here (we were the slow one).

@@ -21,6 +21,7 @@ MAX_SIG_LEN = 128
 MAX_DIGESTS = 4096
 MAX_CATCHUP_ENTRIES = 64
 MAX_RULE_LEN = 64
+MAX_MEMBERS = 1024
 
 Signature = tuple[str, bytes]  # (signer id, signature bytes)
 
@@ -38,17 +39,23 @@ def signing_bytes(swarm_id: str, kind: str, term: int, round: int, digest: bytes
 
 @dataclass(frozen=True)
 class Entry:
-    """What a round commits: which gradients, which rule, and the resulting state hash. Opaque to the core."""
+    """What a round commits: which gradients, which rule, and the resulting state hash. Opaque to the core, except
+    ``members``: when set, the entry reconfigures the swarm, and the sorted member ids it names are the configuration
+    in force from the next round on (see consensus/configs.py)."""
     round: int
     gradient_digests: tuple[bytes, ...]
     rule: str
     params: dict = field(default_factory=dict, hash=False, compare=True)
     state_hash: bytes = b""
     parent_state_hash: bytes = b""
+    members: tuple[str, ...] | None = None
 
     def to_plain(self) -> dict:
-        return {"round": self.round, "gradients": list(self.gradient_digests), "rule": self.rule,
-                "params": dict(self.params), "state_hash": self.state_hash, "parent": self.parent_state_hash}
+        plain = {"round": self.round, "gradients": list(self.gradient_digests), "rule": self.rule,
+                 "params": dict(self.params), "state_hash": self.state_hash, "parent": self.parent_state_hash}
+        if self.members is not None:  # absent otherwise, so entries without a change keep their digests
+            plain["members"] = list(self.members)
+        return plain
 
     def digest(self) -> bytes:
         cached = self.__dict__.get("_digest")
@@ -187,17 +194,19 @@ class Vote:
 
 @dataclass(frozen=True)
 class NewTerm:
-    """The new leader's announcement; ``votes`` is the term certificate (2f+1 votes for the sender)."""
+    """The new leader's announcement; ``votes`` is the term certificate (2f+1 votes for the sender) from the
+    configuration in force from round ``epoch`` on. A leader proposes only rounds of that configuration."""
     term: int
     votes: tuple[Vote, ...]
     sender: str
     sig: bytes = b""
+    epoch: int = 1
     kind = "new_term"
     round = 0
 
     @property
     def digest(self) -> bytes:
-        return sha256(wire.dumps([[v.sender, v.sig] for v in self.votes]))
+        return sha256(wire.dumps([[[v.sender, v.sig] for v in self.votes], self.epoch]))
 
 
 @dataclass(frozen=True)
@@ -311,7 +320,7 @@ def to_wire(msg: Message) -> dict:
     if isinstance(msg, Vote):
         return _vote_plain(msg)
     if isinstance(msg, NewTerm):
-        return {**base, "term": msg.term, "votes": [_vote_plain(v) for v in msg.votes]}
+        return {**base, "term": msg.term, "votes": [_vote_plain(v) for v in msg.votes], "epoch": msg.epoch}
     if isinstance(msg, CatchUpRequest):
         return {**base, "round": msg.round}
     if isinstance(msg, CatchUpResponse):
@@ -368,16 +377,27 @@ def _sigs(v: Any) -> tuple[Signature, ...]:
     return tuple(out)
 
 
+_ENTRY_KEYS = {"round", "gradients", "rule", "params", "state_hash", "parent"}
+
+
+def _members(v: Any) -> tuple[str, ...]:
+    ids = tuple(_id(m, "member") for m in _list(v, "members", MAX_MEMBERS))
+    if not ids or list(ids) != sorted(set(ids)):
+        raise DecodeError("bad_members", "members must be a non-empty sorted list of distinct ids")
+    return ids
+
+
 def entry_from_plain(d: Any) -> Entry:
-    d = _fields(d, {"round", "gradients", "rule", "params", "state_hash", "parent"}, "entry")
+    d = _fields(d, _ENTRY_KEYS | {"members"} if isinstance(d, dict) and "members" in d else _ENTRY_KEYS, "entry")
     rule = d["rule"]
     if type(rule) is not str or len(rule) > MAX_RULE_LEN:
         raise DecodeError("bad_rule", "rule must be a short str")
     if type(d["params"]) is not dict:
         raise DecodeError("bad_params", "params must be a dict")
     grads = tuple(_digest(g, "gradient digest") for g in _list(d["gradients"], "gradients", MAX_DIGESTS))
+    members = _members(d["members"]) if "members" in d else None
     return Entry(_uint(d["round"], "round"), grads, rule, d["params"], _digest(d["state_hash"], "state_hash"),
-                 _digest(d["parent"], "parent"))
+                 _digest(d["parent"], "parent"), members)
 
 
 def prepared_from_plain(d: Any) -> PreparedCertificate:
@@ -416,7 +436,7 @@ _KEYS = {
     "request_vote": _BASE | {"term", "round"},
     "heartbeat": _BASE | {"term", "round"},
     "vote": _BASE | {"term", "round", "candidate", "lock"},
-    "new_term": _BASE | {"term", "votes"},
+    "new_term": _BASE | {"term", "votes", "epoch"},
     "catchup_request": _BASE | {"round"},
     "catchup_response": _BASE | {"round", "entries"},
     "evidence": _BASE | {"evidence"},
@@ -452,7 +472,10 @@ def from_wire(d: Any) -> Message:
         votes = tuple(from_wire(v) for v in _list(d["votes"], "votes", 1024))
         if not all(isinstance(v, Vote) for v in votes):
             raise DecodeError("bad_vote", "new_term votes must be votes")
-        return NewTerm(_uint(d["term"], "term"), votes, sender, sig)  # type: ignore[arg-type]
+        epoch = _uint(d["epoch"], "epoch")
+        if epoch < 1:
+            raise DecodeError("bad_epoch", "epoch must be a round >= 1")
+        return NewTerm(_uint(d["term"], "term"), votes, sender, sig, epoch)  # type: ignore[arg-type]
     if kind == "catchup_request":
         return CatchUpRequest(_uint(d["round"], "round"), sender, sig)
     if kind == "catchup_response":

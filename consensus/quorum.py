@@ -1,4 +1,5 @@
-"""Static membership, quorum sizes, and signature checks for messages and certificates.
+"""Membership, quorum sizes, and signature checks for messages and certificates (one configuration at a time;
+consensus/configs.py says which configuration counts at which round).
 
 Q = ceil((n + f + 1) / 2), which is exactly 2f+1 when n = 3f+1: any two quorums then share at least f+1 members, so
 at least one honest one. (For n = 2 or 3, f = 0 and 2f+1 = 1 would let two disjoint "quorums" decide differently;
@@ -27,7 +28,7 @@ class Crypto(Protocol):
 
 
 class Membership:
-    """The genesis member list; n, f and the quorum size derived from it."""
+    """One configuration's member list; n, f and the quorum size derived from it."""
 
     def __init__(self, members: Iterable[str], quorum_override: int | None = None):
         self.members: tuple[str, ...] = tuple(sorted(set(members)))
@@ -56,8 +57,9 @@ class Verifier:
         self._cache_size = cache_size
         self.verifications = 0  # real signature checks done (cache misses), for benchmarks
 
-    def check(self, kind: str, term: int, round: int, digest: bytes, signer: str, sig: bytes) -> bool:
-        if signer not in self.membership:
+    def check(self, kind: str, term: int, round: int, digest: bytes, signer: str, sig: bytes,
+              config: Membership | None = None) -> bool:
+        if signer not in (config or self.membership):
             return False
         key = (kind, term, round, digest, signer, sig)
         hit = self._cache.get(key)
@@ -75,64 +77,77 @@ class Verifier:
         kind, term, rnd, digest, sender = signed_fields(msg)
         return self.check(kind, term, rnd, digest, sender, msg.sig)
 
-    def signers(self, kind: str, term: int, round: int, digest: bytes,
-                sigs: Iterable[tuple[str, bytes]]) -> tuple[set[str], list[tuple[str, str]]]:
+    def signers(self, kind: str, term: int, round: int, digest: bytes, sigs: Iterable[tuple[str, bytes]],
+                config: Membership | None = None) -> tuple[set[str], list[tuple[str, str]]]:
         """(the distinct members whose signature over (kind, term, round, digest) verifies, a (signer, why) pair
         for every signature that does not, why being NOT_MEMBER, DUPLICATE_SIGNER or BAD_SIGNATURE). The one
         reading of a
-        certificate's signatures, for the core and for the ledger's checks of certificates inside entries."""
+        certificate's signatures, for the core and for the ledger's checks of certificates inside entries.
+        ``config``: the configuration in force at ``round`` (default: this verifier's)."""
+        config = config or self.membership
         valid: set[str] = set()
         rejected: list[tuple[str, str]] = []
         seen: set[str] = set()
         for signer, sig in sigs:  # screened before any check: at most one signature check per member
-            if signer not in self.membership:
+            if signer not in config:
                 rejected.append((signer, NOT_MEMBER))
             elif signer in seen:
                 rejected.append((signer, DUPLICATE_SIGNER))
             else:
                 seen.add(signer)
-                if self.check(kind, term, round, digest, signer, sig):
+                if self.check(kind, term, round, digest, signer, sig, config):
                     valid.add(signer)
                 else:
                     rejected.append((signer, BAD_SIGNATURE))
         return valid, rejected
 
-    def quorum_of(self, kind: str, term: int, round: int, digest: bytes, sigs) -> bool:
+    def quorum_of(self, kind: str, term: int, round: int, digest: bytes, sigs,
+                  config: Membership | None = None) -> bool:
         """At least Q distinct members validly signed (kind, term, round, digest), and nothing else is in the
         certificate. What a faulty member can make us verify is bounded by work: the count, duplicates and
         non-members are screened before any signature is checked, and checking stops at the first bad one (an
-        honest certificate holds only verified signatures of distinct members)."""
-        if not self.well_formed(sigs):
+        honest certificate holds only verified signatures of distinct members). ``config``: the configuration in
+        force at ``round`` (default: this verifier's)."""
+        config = config or self.membership
+        if not self.well_formed(sigs, config):
             return False
-        return all(self.check(kind, term, round, digest, signer, sig) for signer, sig in sigs)
+        return all(self.check(kind, term, round, digest, signer, sig, config) for signer, sig in sigs)
 
-    def well_formed(self, sigs) -> bool:
+    def well_formed(self, sigs, config: Membership | None = None) -> bool:
         """Between Q and n signatures, of distinct members: what any certificate must be before it costs a check."""
-        if not self.membership.quorum <= len(sigs) <= self.membership.n:
+        config = config or self.membership
+        if not config.quorum <= len(sigs) <= config.n:
             return False
         signers = [signer for signer, _sig in sigs]
-        return len(set(signers)) == len(signers) and all(signer in self.membership for signer in signers)
+        return len(set(signers)) == len(signers) and all(signer in config for signer in signers)
 
-    def prepared(self, cert: PreparedCertificate) -> bool:
+    def prepared(self, cert: PreparedCertificate, config: Membership | None = None) -> bool:
         return cert.entry.round == cert.round and self.quorum_of("prepare", cert.term, cert.round, cert.digest,
-                                                                 cert.signatures)
+                                                                 cert.signatures, config)
 
-    def committed(self, cert: CommitCertificate) -> bool:
-        return self.quorum_of("commit", cert.term, cert.round, cert.digest, cert.signatures)
+    def committed(self, cert: CommitCertificate, config: Membership | None = None) -> bool:
+        return self.quorum_of("commit", cert.term, cert.round, cert.digest, cert.signatures, config)
 
-    def vote(self, vote: Vote) -> bool:
-        return self.message(vote) and (vote.lock is None or self.prepared(vote.lock))
+    def vote(self, vote: Vote, lock_config: Membership | None = None) -> bool:
+        """The vote's signature, and its lock counted against ``lock_config``, the configuration in force at the
+        lock's round (default: this verifier's)."""
+        return self.message(vote) and (vote.lock is None or self.prepared(vote.lock, lock_config))
 
-    def term_certificate(self, msg: NewTerm) -> bool:
-        """2f+1 distinct members' valid votes for the sender in msg.term (locks included)."""
-        if not self.membership.quorum <= len(msg.votes) <= self.membership.n:
+    def term_certificate(self, msg: NewTerm, config_at=None) -> bool:
+        """2f+1 distinct members' valid votes for the sender in msg.term (locks included), counted against this
+        verifier's configuration; ``config_at(round)`` gives the configuration a lock of that round is counted
+        against (default: this verifier's)."""
+        config = self.membership
+        if not config.quorum <= len(msg.votes) <= config.n:
             return False  # screened before any signature is checked
         voters = set()
         for v in msg.votes:
-            if v.term != msg.term or v.candidate != msg.sender or v.sender in voters or not self.vote(v):
+            lock_config = config_at(v.lock.round) if config_at is not None and v.lock is not None else None
+            if (v.term != msg.term or v.candidate != msg.sender or v.sender in voters
+                    or not self.vote(v, lock_config)):
                 return False
             voters.add(v.sender)
-        return len(voters) >= self.membership.quorum
+        return len(voters) >= config.quorum
 
     def evidence(self, e: Evidence) -> bool:
         """Two different digests, each signed in a PrePrepare for one (term, round) by the same member."""

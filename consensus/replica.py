@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from .actions import Action, Broadcast, LoadEntries, PersistHardState, RejectMessage, ReportEvidence, Send, WakeAt
 from .commit_path import CommitPath
+from .configs import ConfigHistory
 from .events import EntriesLoaded, Event, PayloadsReady, ProposalBuilt, Received, Tick, ValidationResult
 from .messages import (MAX_CATCHUP_ENTRIES, CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry,
                        Entry, Evidence, EvidenceMessage, Heartbeat, NewTerm, Prepare, PreparedCertificate, PrePrepare,
@@ -26,7 +27,7 @@ from .timing import AdaptiveTimeouts, TimingConfig
 class Config:
     swarm_id: str
     node_id: str
-    members: list[str]
+    members: list[str]  # the genesis configuration; committed changes come with the chain (consensus/configs.py)
     genesis_state_hash: bytes
     timing: TimingConfig = field(default_factory=TimingConfig)
     quorum_override: int | None = None  # test hook only: plant a wrong quorum and watch the simulator catch it
@@ -39,11 +40,7 @@ class Replica(TermRules, CommitPath):
     def __init__(self, config: Config, crypto: Crypto, persisted: PersistedState, rng: random.Random, now: float):
         self.cfg = config
         self.id = config.node_id
-        self.membership = Membership(config.members, config.quorum_override)
-        if self.id not in self.membership:
-            raise ValueError(f"{self.id} is not a member")
         self.crypto = crypto
-        self.verify = Verifier(config.swarm_id, self.membership, crypto)
         self.rng = rng
         self.timing = AdaptiveTimeouts(config.timing)
         self.hard: HardState = persisted.hard
@@ -54,6 +51,14 @@ class Replica(TermRules, CommitPath):
         # The newest committed entries, rounds chain_base + 1 .. committed_round (see _remember).
         self.chain: list[CommittedEntry] = list(persisted.chain)
         self.chain_base = persisted.base_round
+        # Every configuration so far; ``membership`` is the one in force at the pending round. A node outside it (a
+        # joiner not yet added, a member removed) follows the chain through catch-up but never votes or signs.
+        self.configs = ConfigHistory(config.members, config.quorum_override, persisted.configs)
+        for committed in self.chain:
+            self.configs.learn(committed)
+        self.membership: Membership = self.configs.at(self.pending)
+        self.verify = Verifier(config.swarm_id, self.membership, crypto)
+        self.term_epoch: int | None = None  # the configuration (its first round) our term's certificate counts in
         self.loads_served: dict[str, float] = {}  # peer -> when we last read old entries from the store for it
         self.role = ELECTING
         self.leader: str | None = None
@@ -106,15 +111,21 @@ class Replica(TermRules, CommitPath):
         signatures, PrePrepares kept for equivocation checks, and evidence taken in against it. Flat however much
         a member sends (consensus.bounds); the simulator checks it."""
         count: dict[str, int] = dict.fromkeys(self.membership.members, 0)
-        for table in (self.prepares, self.commits):
-            for sigs in table.values():
-                for sender in sigs:
-                    count[sender] += 1
-        for sender, _term, _round in self.seen_preprepares:
-            count[sender] += 1
-        for _round, accused in self.reported.values():
-            count[accused] += 1
+        senders = [sender for table in (self.prepares, self.commits) for sigs in table.values() for sender in sigs]
+        senders += [sender for sender, _term, _round in self.seen_preprepares]
+        senders += [accused for _round, accused in self.reported.values()]
+        for sender in senders:  # members of an earlier configuration included, until their rounds are done
+            count[sender] = count.get(sender, 0) + 1
         return count
+
+    @property
+    def is_member(self) -> bool:
+        return self.id in self.membership
+
+    @property
+    def epoch(self) -> int:
+        """The round from which the configuration in force at the pending round took effect."""
+        return self.configs.epoch_of(self.pending)
 
     @property
     def committed_round(self) -> int:
@@ -237,6 +248,18 @@ class Replica(TermRules, CommitPath):
                 or entries[-1].entry.round > self.committed_round):
             return
         self._send(event.peer, self._signed(CatchUpResponse(event.from_round, entries, self.id)))
+
+    def _reconfigure(self, round_: int) -> None:
+        """Round ``round_`` committed a new configuration, in force from the next round. Our term's certificate
+        counts in the old one, so the term ends (no one is to blame: no back-off, no failed leader), and claims
+        made by members that left stop counting. Members of the new set elect its first leader."""
+        self.membership = self.configs.at(self.pending)
+        self.verify.membership = self.membership
+        self.highest_timeout = {m: t for m, t in self.highest_timeout.items() if m in self.membership}
+        self.failed_leaders = [m for m in self.failed_leaders if m in self.membership]
+        self.last_term_change = f"the membership changed at round {round_} (n={self.membership.n})"
+        self._enter_electing(self.hard.term if self.hard.term > self.view else self.view + 1, self.now,
+                             announce=self.is_member)
 
     def _remember(self, ce: CommittedEntry) -> None:
         """Append to the in-memory window; drop the oldest half once it holds twice ``memory_rounds`` (amortised
@@ -367,8 +390,10 @@ class Replica(TermRules, CommitPath):
     def _on_message(self, msg) -> None:
         if msg.sender == self.id:
             return
-        if msg.sender not in self.membership or not self.verify.message(msg):
-            self._reject("bad_signature")  # forged, replayed across fields, or from outside the swarm
+        if msg.sender not in self.membership:
+            return  # outside the configuration in force: a removed member, one we do not know yet, or a stranger
+        if not self.verify.message(msg):
+            self._reject("bad_signature")  # forged or replayed across fields
             return
         if isinstance(msg, (Timeout, RequestVote, Vote)) and msg.round > self.committed_round:
             self._request_catchup(msg.sender)  # it committed more than we did: fetch before elections need it

@@ -39,6 +39,8 @@ class PersistedState:
     hard: HardState = field(default_factory=HardState)
     chain: list[CommittedEntry] = field(default_factory=list)
     base_round: int = 0
+    # Membership changes committed before the tail (from round, members); those inside the tail are read from it.
+    configs: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.base_round < 0 or (self.base_round > 0 and not self.chain):

@@ -24,14 +24,17 @@ class TermRules:
         self.my_vote = None
         self.next_heartbeat = self.heartbeat_deadline = self.round_deadline = None
         self.next_claim = now + self._claim_interval()
-        self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), term)
+        self.term_epoch = None
+        if self.is_member:
+            self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), term)
         if announce:
             self._broadcast(self._signed(Timeout(term, self.committed_round, self.id)))
         self.term_entered_at = now
         slot = self.timing.candidacy_slot()
-        my_slot = election.candidate_rank(term, self.id, self.membership.members) * slot
-        jitter = self.rng.random() * slot / 4
-        self.candidacy_at = now + my_slot + jitter if self.hard.voted_term < term else None  # and _term_is_live()
+        self.candidacy_at = None  # and _term_is_live(); outside the configuration, never
+        if self.is_member and self.hard.voted_term < term:
+            my_slot = election.candidate_rank(term, self.id, self.membership.members) * slot
+            self.candidacy_at = now + my_slot + self.rng.random() * slot / 4
         self.election_deadline = now + self.timing.election_timeout() + slot * (self.membership.f + 2)
 
     def _claim_interval(self) -> float:
@@ -76,6 +79,10 @@ class TermRules:
         return (term < self.view and self.leader is None and self.role == ELECTING
                 and max(self.hard.voted_term, self.hard.prepared_term) <= term and not self._term_is_live(self.view))
 
+    def _lock_config(self, vote: Vote):
+        """The configuration a vote's lock is counted in: the one in force at the lock's round."""
+        return None if vote.lock is None else self.configs.at(vote.lock.round)
+
     def _remember_failed_leader(self) -> None:
         # Itself included: voters that gave up on it refuse it, so standing would only waste its own vote (with f
         # nodes down, every live vote is needed).
@@ -85,6 +92,8 @@ class TermRules:
             self.failed_leaders = (self.failed_leaders + [self.leader])[-self.membership.f:]
 
     def _stand_as_candidate(self) -> None:
+        if not self.is_member:
+            return
         term = self.view
         self.candidacy_at = None
         self._persist(voted_term=term, voted_for=self.id)
@@ -97,6 +106,8 @@ class TermRules:
 
     def _on_request_vote(self, msg: RequestVote) -> None:
         self._term_claim(msg.sender, msg.term)
+        if not self.is_member:
+            return
         if (self.my_vote is not None and self.my_vote.term == msg.term and self.my_vote.candidate == msg.sender):
             self._send(msg.sender, self.my_vote)  # retransmission: the same vote again
             return
@@ -114,7 +125,7 @@ class TermRules:
     def _on_vote(self, vote: Vote) -> None:
         if self.role != CANDIDATE or vote.term != self.view or vote.candidate != self.id:
             return
-        if not self.verify.vote(vote):
+        if not self.verify.vote(vote, self._lock_config(vote)):
             self._reject("invalid_certificate")  # its signature was checked on arrival: the lock is bad
             return
         self.votes[vote.sender] = vote
@@ -125,8 +136,9 @@ class TermRules:
             return
         term = self.view
         votes = tuple(self.votes[s] for s in sorted(self.votes)[:self.membership.quorum])
-        announcement = self._signed(NewTerm(term, votes, self.id))
+        announcement = self._signed(NewTerm(term, votes, self.id, epoch=self.epoch))
         self.role, self.leader, self.announcement = LEADER, self.id, announcement
+        self.term_epoch = self.epoch
         self.required = election.required_reproposals(votes)
         self.candidacy_at = self.election_deadline = self.heartbeat_deadline = None
         self.next_heartbeat = self.now + self.cfg.timing.heartbeat_interval
@@ -141,7 +153,11 @@ class TermRules:
             return
         if msg.sender == self.id:
             return
-        if not self.verify.term_certificate(msg):
+        if msg.epoch != self.epoch or not self.is_member:
+            if msg.epoch > self.epoch:
+                self._request_catchup(msg.sender)  # a configuration we have not committed yet: fetch it first
+            return
+        if not self.verify.term_certificate(msg, self.configs.at):
             self._reject("invalid_certificate")
             return
         if msg.term > self.hard.term:
@@ -149,6 +165,7 @@ class TermRules:
         self.view = msg.term
         self.highest_timeout[self.id] = max(self.highest_timeout.get(self.id, 0), msg.term)
         self.role, self.leader, self.announcement = FOLLOWER, msg.sender, msg
+        self.term_epoch = msg.epoch
         self.required = election.required_reproposals(msg.votes)
         self.candidacy_at = self.election_deadline = self.next_heartbeat = None
         self.heartbeat_deadline = self.now + self.timing.leader_silence_timeout()
