@@ -25,6 +25,7 @@ NATIVE = {  # part -> module with PART, HEADING, add_arguments(parser), run(args
     "compression": "bench.compression_bench",
     "time_to_accuracy": "bench.time_to_accuracy",
     "scaling": "bench.scaling",
+    "stragglers": "bench.stragglers",
 }
 WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick, heading)
     "aggregation": ("bench.aggregation", ["--n", "8", "16", "--d", "1e6", "--repeat", "3"],
@@ -35,8 +36,8 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "consensus": ("bench.consensus", [], [], "## Consensus"),
     "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
-ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "aggregation", "transport", "round",
-         "consensus", "soak"]
+ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "stragglers", "aggregation", "transport",
+         "round", "consensus", "soak"]
 WRAPPED_TIMEOUT_S = 1800
 
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
 from swarm.ops.http_json import get_json
@@ -36,13 +37,18 @@ class SwarmRun:
 
 
 def run_swarm(nodes: int, rounds: int, *, device: str = "auto", folder: Path | None = None,
-              timeout_s: float = 900.0, options: dict | None = None) -> SwarmRun:
-    """Start ``nodes`` node processes, wait for ``rounds`` commits (or the timeout), stop them, return the run."""
+              timeout_s: float = 900.0, options: dict | None = None,
+              prepare: Callable[[Path, list], None] | None = None) -> SwarmRun:
+    """Start ``nodes`` node processes, wait for ``rounds`` commits (or the timeout), stop them, return the run.
+    ``prepare(folder, specs)``: called once the genesis and configs are written, before any node starts (a bench
+    that changes a genesis setting or one node's config)."""
     with tempfile.TemporaryDirectory(prefix="bench-swarm-") as tmp:
         folder = Path(folder or tmp)
         overrides = {"training": {"device": device}}
         # No max_rounds: a node exits when it reaches it, and its /history would go with it.
         specs = init_cluster(folder, ClusterOptions(nodes=nodes, node_overrides=overrides, **(options or {})))
+        if prepare is not None:
+            prepare(folder, specs)
         cluster = Cluster(folder, specs)
         launched = time.time()
         started: dict[str, float] = {}

@@ -102,13 +102,14 @@ def check(state: ReplicatedState, bound: int, fresh: list[Gradient], late: list[
 def choose(state: ReplicatedState, bound: int, candidates: Iterable[Gradient],
            fresh: list[Gradient]) -> tuple[list[Gradient], list[tuple[Gradient, str]]]:
     """What a leader names: per member without a fresh gradient, its newest admissible late one. Returns (chosen,
-    sorted by sender; [(refused, why)] for the candidates left out other than superseded ones)."""
+    sorted by sender; [(refused, why)] for the candidates left out, other than those counted already or superseded
+    by a newer gradient of their member: the pool keeps those for a while, and they are no fault)."""
     fresh_senders = {g.sender for g in fresh}
     best: dict[str, Gradient] = {}
     refused = []
     for gradient in candidates:
-        if gradient.sender in fresh_senders:
-            continue  # superseded by its fresher gradient: nothing to report
+        if gradient.sender in fresh_senders or gradient.round <= counted_round(state, gradient.sender):
+            continue  # superseded by a fresher gradient of its member, or counted already: nothing to report
         why = refusal(state, bound, gradient, fresh_senders)
         if why is not None:
             refused.append((gradient, why))
