@@ -41,8 +41,8 @@ def add_parser(subparsers) -> None:
         sub.add_argument("--compression", default="fp16")
         sub.add_argument("--attack", action="append", default=[], metavar="NODE:PROFILE",
                          help="make NODE Byzantine with an attack profile, e.g. node3:sign_flip (repeatable)")
-        sub.add_argument("--hosts", help="comma-separated listen IPv4 address per node (containers); "
-                                         "default 127.0.0.1 for all")
+        sub.add_argument("--hosts", help="comma-separated IPv4 address or DNS name per node (containers: a name "
+                                         "listens on 0.0.0.0 and is dialled as /dns4/); default 127.0.0.1 for all")
         sub.add_argument("--api-host", default="127.0.0.1",
                          help="API bind address; beyond loopback a token is written to DIR/api.token")
         sub.add_argument("--data-root", help="absolute folder for the nodes' data dirs (default DIR/data)")

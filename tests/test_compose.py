@@ -5,7 +5,6 @@ services are checked against the configs that the init service's own command pro
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import shlex
 import shutil
@@ -113,25 +112,22 @@ def test_each_node_runs_its_own_config_key_and_volume(compose, initialised):
     assert mounts(compose["services"]["init"])[CLUSTER_MOUNT] == "cluster"
 
 
-def test_addresses_agree_with_the_compose_network(compose, initialised):
-    subnet = ipaddress.ip_network(compose["networks"]["swarm"]["ipam"]["config"][0]["subnet"])
+def test_nodes_find_each_other_by_service_name(compose, initialised):
+    """No fixed addresses: every node listens on all of its container's addresses and dials the others by their
+    service names, which the compose network resolves (Docker's DNS, podman's dnsname plugin)."""
     services = node_services(compose)
-    address_of = {}
+    assert "ipam" not in (compose["networks"]["swarm"] or {})
+    port = {}
     for name, service in services.items():
-        ip = service["networks"]["swarm"]["ipv4_address"]
-        assert ipaddress.ip_address(ip) in subnet
-        address_of[name] = ip
-    assert len(set(address_of.values())) == len(address_of)
-    listen = {}
-    for name, service in services.items():
+        assert service["networks"] == ["swarm"]
         config = load_node_config(config_path(initialised, service))
         parts = config.listen.split("/")
-        assert parts[2] == address_of[name], f"{name} listens on {config.listen}, not its container address"
-        listen[name] = f"/ip4/{parts[2]}/tcp/{parts[4]}"
+        assert parts[:3] == ["", "ip4", "0.0.0.0"] and parts[3] == "tcp", config.listen
+        port[name] = parts[4]
     for name, service in services.items():
         config = load_node_config(config_path(initialised, service))
         dialled = {addr.split("/p2p/")[0] for addr in config.bootstrap}
-        assert dialled == {addr for other, addr in listen.items() if other != name}
+        assert dialled == {f"/dns4/{other}/tcp/{port[other]}" for other in services if other != name}
 
 
 def test_api_published_on_loopback_only_with_a_token(compose, initialised):
@@ -203,8 +199,9 @@ def test_healthcheck_sends_the_token_to_status_and_fails_before_a_commit_or_on_d
 
 
 def test_dockerfile_installs_cpu_torch_with_the_constraints():
+    """Users' defaults (the slim Python image, PyTorch's CPU index); tests/test_containers.py builds and runs it."""
     text = (ROOT / "Dockerfile").read_text()
-    assert "FROM ${PYTHON}" in text and "ARG PYTHON=python:3.11-slim" in text
+    assert "ARG BASE=python:3.11-slim" in text and text.count("FROM ${BASE}") == 2
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text
     assert "-c /src/constraints.txt" in text
     assert "USER swarm" in text

@@ -7,8 +7,10 @@ rewritten each time with the ports of this run. The supervisor records its own p
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -25,6 +27,7 @@ from swarm.config import Genesis, Member, genesis_to_dict, load_genesis, write_y
 PIDS_FILE = "cluster.pids"
 TOKEN_FILE = "api.token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")  # an IPv4 address is one too
 
 
 @dataclass
@@ -36,7 +39,7 @@ class NodeSpec:
     api_port: int
     config_path: Path
     data_dir: Path
-    host: str = "127.0.0.1"          # the IPv4 address this node listens on (and peers dial)
+    host: str = "127.0.0.1"          # the IPv4 address or DNS name this node listens on (and peers dial)
     api_host: str = "127.0.0.1"      # where its API binds; 0.0.0.0 means every address of the node
 
     @property
@@ -45,8 +48,22 @@ class NodeSpec:
         return f"http://{host}:{self.api_port}"
 
     @property
+    def named(self) -> bool:
+        """A DNS name (a compose service) rather than an IPv4 address."""
+        try:
+            ipaddress.IPv4Address(self.host)
+        except ValueError:
+            return True
+        return False
+
+    @property
+    def listen(self) -> str:
+        # A named node listens on every address of its host (its container): peers find it by the name.
+        return f"/ip4/{'0.0.0.0' if self.named else self.host}/tcp/{self.listen_port}"
+
+    @property
     def multiaddr(self) -> str:
-        return f"/ip4/{self.host}/tcp/{self.listen_port}/p2p/{self.peer_id}"
+        return f"/{'dns4' if self.named else 'ip4'}/{self.host}/tcp/{self.listen_port}/p2p/{self.peer_id}"
 
 
 @dataclass
@@ -64,7 +81,7 @@ class ClusterOptions:
     compression: str = "fp16"
     max_rounds: int | None = None
     node_overrides: dict[str, Any] = field(default_factory=dict)  # extra keys merged into every node config
-    hosts: list[str] | None = None      # listen IPv4 address per node (containers, namespaces); default loopback
+    hosts: list[str] | None = None      # IPv4 address or DNS name per node (containers, namespaces); default loopback
     api_host: str = "127.0.0.1"         # API bind address; beyond loopback a bearer token is generated once
     data_root: str | None = None        # absolute folder holding each node's data dir (a per-node volume)
     task: str | None = None             # genesis model.task: "lm", a user's "module:Class"; None = classification
@@ -124,6 +141,9 @@ def init_cluster(folder: Path, options: ClusterOptions) -> list[NodeSpec]:
     hosts = options.hosts or ["127.0.0.1"] * options.nodes
     if len(hosts) != options.nodes:
         raise ValueError(f"{len(hosts)} hosts given for {options.nodes} nodes")
+    for host in hosts:
+        if not HOST_NAME.fullmatch(host):
+            raise ValueError(f"{host!r} is neither an IPv4 address nor a DNS name")
     token = api_token(folder) if options.api_host not in LOOPBACK else None
     specs = []
     for i, (name, key) in enumerate(zip(names, keys)):
@@ -154,7 +174,7 @@ def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions,
         "name": spec.name,
         "identity": f"keys/{spec.name}.pem",
         "genesis": "genesis.yaml",
-        "listen": f"/ip4/{spec.host}/tcp/{spec.listen_port}",
+        "listen": spec.listen,
         "bootstrap": [other.multiaddr for other in specs if other is not spec],
         "data_dir": str(spec.data_dir) if options.data_root else f"data/{spec.name}",
         "api": {"host": spec.api_host, "port": spec.api_port, **({"token": token} if token else {})},
