@@ -223,8 +223,10 @@ class PrivacySpec:
 class StalenessSpec:
     """Late updates kept, within a bound (swarm/ledger/staleness.py): a member's signed update for round r - s that
     missed its round may enter the entry of round r, for 1 <= s <= ``bound``, scaled by ``decay`` ** s. 0 = off
-    (an update that misses its round is dropped, as before)."""
-    bound: int = field(default=0, metadata={"min": 0, "max": 16})
+    (an update that misses its round is dropped, as before). At most 8: gradient-equivocation evidence for a round
+    is valid in entries up to 8 rounds later (ledger/entry_rules.py GRADIENT_EVIDENCE_ROUNDS), and the pool, which
+    catches it, keeps a late round that long."""
+    bound: int = field(default=0, metadata={"min": 0, "max": 8})
     decay: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
 
 

@@ -344,3 +344,19 @@ def test_a_leader_names_a_late_gradient_and_a_follower_derives_the_same_state(tm
     finally:
         for node in nodes:
             node.close()
+
+
+def test_the_genesis_refuses_a_bound_or_decay_out_of_range(tmp_path):
+    from swarm.config_schema import ConfigError
+    genesis, _config, _specs = _setup(tmp_path)
+    plain = genesis_to_dict(genesis)
+    assert plain["staleness"] == {"bound": BOUND, "decay": DECAY}
+    for staleness_settings, key in [({"bound": 9}, "staleness.bound"), ({"bound": -1}, "staleness.bound"),
+                                    ({"bound": 2, "decay": 0.0}, "staleness.decay"),
+                                    ({"bound": 2, "decay": 1.5}, "staleness.decay")]:
+        write_yaml(tmp_path / "bad.yaml", {**plain, "staleness": staleness_settings})
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_genesis(tmp_path / "bad.yaml")
+    off = {k: v for k, v in plain.items() if k != "staleness"}
+    write_yaml(tmp_path / "off.yaml", off)
+    assert "staleness" not in genesis_to_dict(load_genesis(tmp_path / "off.yaml"))  # off: the hash is unchanged
