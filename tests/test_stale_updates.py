@@ -360,3 +360,41 @@ def test_the_genesis_refuses_a_bound_or_decay_out_of_range(tmp_path):
     off = {k: v for k, v in plain.items() if k != "staleness"}
     write_yaml(tmp_path / "off.yaml", off)
     assert "staleness" not in genesis_to_dict(load_genesis(tmp_path / "off.yaml"))  # off: the hash is unchanged
+
+
+def test_a_node_drops_a_late_gradient_beyond_the_bound_or_on_a_state_it_never_had(tmp_path, caplog):
+    import logging
+    from crypto.keys import load_key
+    from swarm.node.node import Node
+
+    genesis, config, specs = _setup(tmp_path)
+    node = Node(config, genesis, load_key(config.identity))
+    keys = _keys()
+    try:
+        signer = Signer(genesis, config, node.dim, seed=4)
+        states = [node.state]
+        for round_ in (1, 2, 3):
+            states.append(apply(states[-1], [signer.gradient(key, round_, states[-1].hash) for key in keys[:SLOW]],
+                                node.rules).state)
+        peer = keys[SLOW].peer_id
+
+        async def push(gradient: Gradient) -> None:
+            await node.inbound.on_payload(peer, gradient.digest, gradient.raw)
+
+        caplog.set_level(logging.INFO, logger="swarm.node")
+        # at state_0, a "round 0" gradient is within the window but names no state this node had
+        asyncio.run(push(signer.gradient(keys[SLOW], 0, b"\x03" * 32)))
+        assert "built on a state this node never had" in caplog.text
+        node.state = states[3]
+        node.pool.advance(4)
+        too_old = signer.gradient(keys[SLOW], 1, states[0].hash)  # three rounds late, bound 2
+        asyncio.run(push(too_old))
+        assert "staleness 3 is beyond the bound 2" in caplog.text
+        wrong_base = signer.gradient(keys[SLOW], 2, states[2].hash)  # round 2 is built on state_1
+        asyncio.run(push(wrong_base))
+        good = signer.gradient(keys[SLOW], 2, states[1].hash)
+        asyncio.run(push(good))
+        assert [g.digest for g in node.pool.late(4)] == [good.digest]
+        assert node.metrics.rejected["stale_or_future_round"] == 2 and node.metrics.rejected["wrong_parent"] == 1
+    finally:
+        node.close()
