@@ -6,7 +6,7 @@ import sys
 import time
 
 from .runner import run_many
-from .scenarios import SCENARIOS
+from .scenarios import ALL_SCENARIOS
 
 
 def main(argv=None) -> int:
@@ -15,10 +15,10 @@ def main(argv=None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--nodes", type=int, nargs="+", default=[4], help="swarm sizes, e.g. 4 7 10")
     p.add_argument("--byzantine", type=int, default=None, help="faulty nodes (default: f for Byzantine scenarios)")
-    p.add_argument("--scenario", nargs="+", default=["all"], help=f"one or more of: all {' '.join(SCENARIOS)}")
+    p.add_argument("--scenario", nargs="+", default=["all"], help=f"one or more of: all {' '.join(ALL_SCENARIOS)}")
     p.add_argument("--quorum", type=int, default=None, help="override the quorum size (to plant a bug)")
     args = p.parse_args(argv)
-    scenarios = SCENARIOS if args.scenario == ["all"] else args.scenario
+    scenarios = ALL_SCENARIOS if args.scenario == ["all"] else args.scenario
     start = time.perf_counter()
     total = failed = 0
     for res in run_many(scenarios, range(args.first_seed, args.first_seed + args.seeds), args.nodes, args.byzantine,

@@ -3,6 +3,7 @@
 Every check is O(1) per action so that it can run after every step of thousands of seeds."""
 from __future__ import annotations
 
+from ..configs import ConfigHistory
 from ..messages import Commit, NewTerm, PrePrepare, Prepare, RequestVote, Timeout, Vote
 from ..state import HardState
 
@@ -12,7 +13,9 @@ class Violation(AssertionError):
 
 
 class Invariants:
-    def __init__(self):
+    def __init__(self, genesis: list[str] = (), quorum_override: int | None = None):
+        # The configurations as committed (round by round, in order), to count every certificate in its own.
+        self.configs = ConfigHistory(genesis, quorum_override) if genesis else None
         self.committed: dict[int, tuple[bytes, int]] = {}  # round -> (digest, term of the commit certificate)
         self.state_hash: dict[int, bytes] = {}
         self.leader_of_term: dict[int, str] = {}
@@ -39,13 +42,30 @@ class Invariants:
         if ce.cert.digest != digest or ce.cert.round != rnd:
             self.fail(f"agreement: {node} stored round {rnd} with a certificate for another entry")
         known = self.committed.get(rnd)
+        if known is None or known[0] == digest:
+            self._certified_in_force(node, ce)
         if known is None:
             self.committed[rnd] = (digest, ce.cert.term)
+            if self.configs is not None:
+                self.configs.learn(ce)
             for term, d, leader in self.honest_proposals.get(rnd, []):
                 self._check_completeness(rnd, term, d, leader)
         elif known[0] != digest:
             self.fail(f"agreement: round {rnd} committed as {known[0].hex()[:12]} and {digest.hex()[:12]} ({node})")
         self.durable_rounds[node] = rnd
+
+    def _certified_in_force(self, node: str, ce) -> None:
+        """The commit certificate counts a quorum of distinct members of the configuration in force at its round:
+        a removed member's signature stops counting at the change, an added member's starts at it."""
+        if self.configs is None:
+            return
+        rnd = ce.entry.round
+        config = self.configs.at(rnd)
+        signers = [signer for signer, _sig in ce.cert.signatures]
+        outside = sorted(set(signers) - set(config.members))
+        if outside or len(set(signers)) != len(signers) or len(signers) < config.quorum:
+            self.fail(f"certified in force: {node} stored round {rnd} certified by {sorted(signers)}, not a quorum "
+                      f"of distinct members of the configuration in force {list(config.members)} (outside: {outside})")
 
     def applied(self, node: str, ce, state_hash: bytes) -> None:
         rnd = ce.entry.round

@@ -19,6 +19,7 @@ from ..state import PersistedState
 from ..timing import TimingConfig
 from .fakecrypto import KeyRing
 from .invariants import Invariants
+from .reconfig import change_is_valid, next_change
 
 RULE = "mean"
 GENESIS = hashlib.sha256(b"sim-genesis").digest()
@@ -42,11 +43,13 @@ def fake_apply(parent: bytes, digests, rule: str, params: dict) -> bytes:
     return hashlib.sha256(wire.dumps([parent, list(digests), rule, params])).digest()
 
 
-def build_entry(rnd: int, parent: bytes, members: list[str], quorum: int, variant: int = 0) -> Entry:
+def build_entry(rnd: int, parent: bytes, members, quorum: int, variant: int = 0,
+                change: tuple[str, ...] | None = None) -> Entry:
+    members = list(members)
     chosen = members[variant % len(members):] + members[:variant % len(members)]
     digests = tuple(sorted(grad_digest(rnd, m) for m in chosen[:max(quorum, len(members) - (len(members) - 1) // 3)]))
     params = {"lr": 0.1}
-    return Entry(rnd, digests, RULE, params, fake_apply(parent, digests, RULE, params), parent)
+    return Entry(rnd, digests, RULE, params, fake_apply(parent, digests, RULE, params), parent, change)
 
 
 def entry_is_valid(entry: Entry) -> bool:
@@ -81,21 +84,25 @@ class SimNode:
 class World:
     def __init__(self, seed: int, n: int, faults: FaultPlan, rounds_after_gst: int = 2, liveness_bound: float = 300.0,
                  quorum_override: int | None = None, wire_roundtrip: bool = False, timing: TimingConfig = SIM_TIMING,
-                 memory_rounds: int = SIM_MEMORY_ROUNDS):
+                 memory_rounds: int = SIM_MEMORY_ROUNDS, joiners: int = 0):
         self.seed, self.rng = seed, random.Random(seed)
-        self.members = [f"node{i:02d}" for i in range(n)]
-        self.keys = KeyRing(seed, self.members)
+        self.members = [f"node{i:02d}" for i in range(n)]  # the genesis configuration
+        self.joiners = [f"node{i:02d}" for i in range(n, n + joiners)]  # started outside it, added by the plan
+        self.ids = self.members + self.joiners
+        self.keys = KeyRing(seed, self.ids)
+        self.plan: list[tuple[str, ...]] | None = None  # membership changes honest leaders propose (sim/reconfig.py)
+        self.changes: dict[int, tuple[str, ...]] = {}  # round -> members in force after it, as committed
         self.faults, self.timing = faults, timing
         self.quorum_override = quorum_override
         self.rounds_after_gst, self.liveness_bound = rounds_after_gst, liveness_bound
         self.wire_roundtrip = wire_roundtrip
         self.memory_rounds = memory_rounds
-        self.inv = Invariants()
+        self.inv = Invariants(self.members, quorum_override)
         self.now = 0.0
         self._queue: list = []
         self._seq = 0
         self.nodes: list[SimNode] = []
-        self.honest: set[str] = set(self.members)
+        self.honest: set[str] = set(self.ids)
         self.partition: list[set[str]] | None = None
         self.isolated: set[str] = set()  # cut off from everyone, GST or not (scripted faults)
         self.frozen: dict[str, list] = {}  # SIGSTOP: the node's events wait here until it resumes
@@ -122,7 +129,9 @@ class World:
         timing = node.byzantine.timing(self.timing) if node.byzantine else self.timing
         # Like the node: hand the core only the newest stored entries; it reads older ones back with LoadEntries.
         base = max(0, len(node.store.chain) - self.memory_rounds)
-        persisted = PersistedState(node.store.hard, list(node.store.chain[base:]), base)
+        configs = tuple((ce.entry.round + 1, ce.entry.members) for ce in node.store.chain[:base]
+                        if ce.entry.members is not None)  # as a node reads them from its store
+        persisted = PersistedState(node.store.hard, list(node.store.chain[base:]), base, configs)
         node.replica = Replica(self.config(node.id, timing), self.keys.signer(node.id), persisted,
                                random.Random(self.rng.getrandbits(64)), self.now)
         node.app_head = persisted.chain[-1].entry.state_hash if persisted.chain else GENESIS
@@ -165,7 +174,8 @@ class World:
         """to=None broadcasts to every other member."""
         if node.id in self.honest:
             self.inv.sent(node.id, msg, node.store.hard)
-        targets = [m for m in self.members if m != node.id] if to is None else [to]
+        members = node.replica.membership.members if node.replica is not None else self.members
+        targets = [m for m in members if m != node.id] if to is None else [to]
         for dst in targets:
             self.deliver(node.id, dst, msg)
 
@@ -206,6 +216,8 @@ class World:
                         self.inv.fail(f"equal state hash: {node.id} committed round {entry.round} whose state hash "
                                       f"does not match its contents (an invalid entry was committed)")
                 node.app_head = new_head
+                if entry.members is not None:
+                    self.changes[entry.round] = entry.members
                 self._schedule_payloads(node)
             elif isinstance(action, Send):
                 self.send_from(node, action.to, action.message)
@@ -238,8 +250,16 @@ class World:
         if node.byzantine is not None:
             entry = node.byzantine.build(self, node, action)
         else:
-            entry = build_entry(action.round, action.parent_state_hash, self.members, node.replica.membership.quorum)
+            membership = node.replica.membership
+            change = next_change(self.plan, membership.members, action.round) if self.plan else None
+            entry = build_entry(action.round, action.parent_state_hash, membership.members, membership.quorum,
+                                change=change)
         self.feed(node, ProposalBuilt(entry))
+
+    def _change_is_valid(self, node: SimNode, entry: Entry) -> bool:
+        if self.plan is None:
+            return entry.members is None
+        return change_is_valid(self.plan, node.replica.membership.members, entry.members)
 
     # ------------------------------------------------------------------------------ faults
     def crash(self, node: SimNode) -> None:
@@ -321,6 +341,16 @@ class World:
     def honest_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes if n.id in self.honest]
 
+    def final_members(self) -> tuple[str, ...]:
+        """The configuration in force after the newest change any node committed (the genesis one without)."""
+        return self.changes[max(self.changes)] if self.changes else tuple(self.members)
+
+    def live_nodes(self) -> list[SimNode]:
+        """The honest nodes liveness is owed to: members of the newest configuration (a joiner the swarm has not
+        added yet and a member it removed are not)."""
+        members = set(self.final_members())
+        return [n for n in self.honest_nodes() if n.id in members]
+
     def run(self) -> dict:
         self.plan_faults()
         deadline = self.faults.gst + self.liveness_bound
@@ -330,18 +360,18 @@ class World:
                 break
             self.now = at
             if self.target_round is None and self.now >= self.faults.gst:
-                self.target_round = max(len(n.store.chain) for n in self.honest_nodes()) + self.rounds_after_gst
+                self.target_round = max(len(n.store.chain) for n in self.live_nodes()) + self.rounds_after_gst
             kind, node, incarnation, data = item
             self.steps += 1
             self._dispatch(kind, node, incarnation, data)
             if self.target_round is not None and all(
-                    n.replica is not None and len(n.store.chain) >= self.target_round for n in self.honest_nodes()):
+                    n.replica is not None and len(n.store.chain) >= self.target_round for n in self.live_nodes()):
                 return self._result(live=True)
         return self._result(live=False)
 
     def _dispatch(self, kind, node, incarnation, data) -> None:
         if kind == "partition":
-            ids = list(self.members)
+            ids = list(self.ids)
             self.rng.shuffle(ids)
             cut = self.rng.randint(1, len(ids) - 1)
             self.partition = [set(ids[:cut]), set(ids[cut:])] if self.rng.random() < 0.7 else None
@@ -389,9 +419,10 @@ class World:
             self.feed(node, EntriesLoaded(data.peer, data.from_round, tuple(stored)))
         elif kind == "validate":
             entry = data.entry
-            ok = entry_is_valid(entry)
+            ok = entry_is_valid(entry) and self._change_is_valid(node, entry)
             self.feed(node, ValidationResult(data.term, data.round, entry.digest(), ok))
 
     def _result(self, live: bool) -> dict:
         return {"live": live, "time": self.now, "steps": self.steps, "messages": self.messages,
-                "rounds": min(len(n.store.chain) for n in self.honest_nodes()), "target": self.target_round}
+                "rounds": min(len(n.store.chain) for n in self.live_nodes()), "target": self.target_round,
+                "changes": len(self.changes)}
