@@ -56,6 +56,7 @@ class Metrics:
     last_store_error_at: float | None = None
     store_write_failing: str | None = None
     privacy: PrivacySpent | None = None  # None: the genesis has differential privacy off
+    training_workers: int = 1  # processes computing this node's local update (training.workers)
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))

@@ -172,6 +172,7 @@ def status_view(node: NodeView) -> dict:
         "diverged": node.diverged,
         "store_errors": store_errors_view(node),
         "privacy": privacy_view(node),
+        "training_workers": node.metrics.training_workers,
         "rule": node.rules.rule,
         "peers": [{"peer_id": peer, "name": node.genesis.name_of(peer), "connected": info.connected,
                    "last_seen": info.last_seen_wall,

