@@ -245,7 +245,7 @@ def test_the_audit_names_each_certificate_signature_that_does_not_count(chain, t
     report = audit_store(data_dir, chain.genesis, chain.config)
     assert sorted(f.detail for f in report.findings) == [
         "2 distinct valid signers, 3 needed", "signature of node0 does not verify",
-        "signer 12D3KooWNotAMemb is not a genesis member"]
+        "signer 12D3KooWNotAMemb is not a member"]
     assert {f.round for f in report.findings} == {3}
 
 

@@ -19,7 +19,7 @@ from swarm.aggregation import aggregate
 from swarm.aggregation.median import coordinate_median
 from swarm.ledger import reputation, staleness
 from swarm.ledger.server_optimizer import apply_update
-from swarm.ledger.state import Recent, ReplicatedState, StateBody
+from swarm.ledger.state import PeerReputation, Recent, ReplicatedState, Roster, StateBody
 from swarm.round.gradient import Gradient
 
 FALLBACK_RULE = "median"
@@ -44,6 +44,9 @@ class RoundRules:
     nesterov: bool = False
     staleness_bound: int = 0      # late updates kept up to this many rounds late (0: off)
     staleness_decay: float = 0.5  # a late update's weight is decay ** staleness
+    # f follows the members in force ((n-1)//3 of the state's table) rather than ``f``: a swarm whose membership
+    # changes (swarm/ledger/membership.py) tolerates what its current size allows. Equal to ``f`` at the genesis.
+    follow_members: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ class Aggregated:
 
 def apply(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules,
           certificate_signers: frozenset[str] | None = None, convicted: frozenset[str] = frozenset(),
-          stale: list[Gradient] = ()) -> Applied:
+          stale: list[Gradient] = (), members: tuple[tuple[str, str], ...] | None = None) -> Applied:
     """The whole transition: ``finish(state, aggregate_round(state, gradients, rules, stale), ...)``."""
-    return finish(state, aggregate_round(state, gradients, rules, stale), certificate_signers, convicted)
+    return finish(state, aggregate_round(state, gradients, rules, stale), certificate_signers, convicted, members)
 
 
 def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: RoundRules,
@@ -109,7 +112,8 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
                 rows[i] *= staleness.weight(round_ - g.round, rules.staleness_decay)
     stack = rows if active is ordered else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
-    rule, result = _aggregate(rules, stack, weights)
+    f = (len(table) - 1) // 3 if rules.follow_members else rules.f
+    rule, result = _aggregate(rules, stack, weights, f)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum, rules.nesterov)
     # Scored against the fresh gradients' reference: late ones neither shift it nor are judged by their weight.
@@ -122,9 +126,11 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
 
 
 def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: frozenset[str] | None = None,
-           convicted: frozenset[str] = frozenset()) -> Applied:
+           convicted: frozenset[str] = frozenset(), members: tuple[tuple[str, str], ...] | None = None) -> Applied:
     """The cheap, entry-dependent part: reputation from the round's geometry, the certificate signers and the
-    evidence the entry carries, then the new state."""
+    evidence the entry carries, then the new state. ``members``: the (peer id, name) pairs an entry that changes
+    the membership puts in force from the next round (an added member starts at a neutral score, a removed one's
+    row leaves the table)."""
     if aggregated.parent_hash != state.hash:
         raise InvalidEntry("aggregate computed on another state")
     observation = reputation.RoundObservation(
@@ -138,11 +144,24 @@ def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: 
         convicted=convicted,
         stale=frozenset(aggregated.stale),
     )
-    new_state = ReplicatedState(state.round + 1, aggregated.params, aggregated.momentum,
-                                reputation.update(state.reputation, observation), state.hash,
-                                aggregated.recent, _body=aggregated.body)
+    table, recent, roster = reputation.update(state.reputation, observation), aggregated.recent, state.roster
+    if members is not None:
+        table, recent, roster = _change_members(table, recent, members, state.round + 2)
+    new_state = ReplicatedState(state.round + 1, aggregated.params, aggregated.momentum, table, state.hash,
+                                recent, roster, _body=aggregated.body)
     return Applied(new_state, aggregated.rule_used, aggregated.aggregated, aggregated.quarantined,
                    aggregated.stale)
+
+
+def _change_members(table, recent: Recent | None, members: tuple[tuple[str, str], ...], since: int):
+    """(table, late-update record, roster) for the members put in force from round ``since``."""
+    old = dict(table)
+    peers = sorted(peer for peer, _name in members)
+    table = tuple((peer, old.get(peer, PeerReputation())) for peer in peers)
+    if recent is not None:
+        counted = dict(recent.counted)
+        recent = Recent(recent.ancestors, tuple((peer, counted.get(peer, 0)) for peer in peers))
+    return table, recent, Roster(since, tuple(sorted(members)))
 
 
 def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None:
@@ -168,15 +187,15 @@ def _check_size(state: ReplicatedState, g: Gradient) -> None:
                            f"{state.params.numel()}")
 
 
-def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor):
+def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor, f: int):
     rule = rules.rule
     weights = weights if rules.reputation_weighted else None
     try:
-        return rule, aggregate(rule, stack, rules.f, weights=weights, nnm=rules.nnm, **rules.options)
+        return rule, aggregate(rule, stack, f, weights=weights, nnm=rules.nnm, **rules.options)
     except ValueError:
         # The rule's precondition fails for this many gradients (Krum with n < 2f+3, say): every node falls back
         # the same way, since the inputs are the same committed ones.
-        f = min(rules.f, (stack.shape[0] - 1) // 2)
+        f = min(f, (stack.shape[0] - 1) // 2)
         return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f, weights=weights)
 
 

@@ -22,7 +22,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consensus.configs import ConfigHistory
 from consensus.messages import commit_cert_from_plain, entry_from_plain
+from consensus.quorum import Membership
 from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig
 from swarm.ledger.entry_rules import initial_state, valid_commit_signers
@@ -90,12 +92,16 @@ def _audit(store: Store, genesis: Genesis, config: NodeConfig, trust_code: bool)
         dim = state_0.params.numel()
     replayable = set()  # rounds whose stored entry is the one their digest (and so their certificate) names
     previous: ChainRow | None = None
+    configs = ConfigHistory(genesis.peer_ids)  # each round's certificate counts in the members in force then
     for row in rows:
         parent = previous.state_hash if previous else (state_0.hash if state_0 is not None else None)
-        problems = _check_row(row, genesis, previous, parent)
+        problems = _check_row(row, genesis, previous, parent, configs.at(row.round))
         report.findings.extend(problems)
         if not any(p.check in ("entry", "digest") for p in problems):
             replayable.add(row.round)
+            members = row.entry.get("members") if isinstance(row.entry, dict) else None
+            if members is not None:
+                configs.add(row.round + 1, members)
         previous = row
     report.pruned_through = int(store.get_meta("payloads_pruned_through", 0) or 0)
     if dim is not None:
@@ -165,7 +171,7 @@ def _resume_from_snapshot(snapshots: dict[bytes, Path], row: ChainRow, replayer:
 
 
 def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None,
-               expected_parent: bytes | None) -> list[Finding]:
+               expected_parent: bytes | None, config: Membership) -> list[Finding]:
     findings = []
     r = row.round
     if previous is None and r != 1:
@@ -183,11 +189,11 @@ def _check_row(row: ChainRow, genesis: Genesis, previous: ChainRow | None,
     if expected_parent is not None and entry.parent_state_hash != expected_parent:  # None: state_0 unknown
         what = "the genesis state hash" if r == 1 else f"the state hash of round {r - 1}"
         findings.append(Finding(r, "parent", f"the entry's parent is not {what}"))
-    findings.extend(_check_certificate(row, genesis))
+    findings.extend(_check_certificate(row, genesis, config))
     return findings
 
 
-def _check_certificate(row: ChainRow, genesis: Genesis) -> list[Finding]:
+def _check_certificate(row: ChainRow, genesis: Genesis, config: Membership) -> list[Finding]:
     r = row.round
     try:
         cert = commit_cert_from_plain(row.certificate)
@@ -195,10 +201,10 @@ def _check_certificate(row: ChainRow, genesis: Genesis) -> list[Finding]:
         return [Finding(r, "certificate", f"certificate does not decode: {exc}")]
     if cert.round != r or cert.digest != row.digest:
         return [Finding(r, "certificate", "the certificate is for another round or digest")]
-    valid, problems = valid_commit_signers(genesis, row.certificate, r, row.digest)
+    valid, problems = valid_commit_signers(genesis, row.certificate, r, row.digest, config.members)
     findings = [Finding(r, "certificate", p) for p in problems]
-    if len(valid) < genesis.quorum:
-        findings.append(Finding(r, "quorum", f"{len(valid)} distinct valid signers, {genesis.quorum} needed"))
+    if len(valid) < config.quorum:
+        findings.append(Finding(r, "quorum", f"{len(valid)} distinct valid signers, {config.quorum} needed"))
     return findings
 
 
@@ -207,7 +213,7 @@ def _certified_snapshot(path: Path | None, row: ChainRow, dim: int, genesis: Gen
     if path is None or not path.exists():
         return None
     try:
-        return certified_snapshot(path.read_bytes(), row.state_hash, dim, genesis.peer_ids)
+        return certified_snapshot(path.read_bytes(), row.state_hash, dim, None)
     except (DecodeError, OSError):  # hashed before it is parsed: a crafted file is only "not certified"
         return None
 

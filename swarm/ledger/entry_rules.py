@@ -18,6 +18,7 @@ from crypto.wire import DecodeError
 from swarm.config import Genesis, NodeConfig, genesis_to_dict
 from swarm.ledger import staleness
 from swarm.ledger.apply import InvalidEntry, RoundRules
+from swarm.ledger.membership import ChangeRefused, MembershipChange, next_members
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.round import compression
 from swarm.round.gradient import (GRADIENT_EVIDENCE, Gradient, GradientEquivocation, check_equivocation,
@@ -38,7 +39,7 @@ def rules_of(genesis: Genesis) -> RoundRules:
         reputation_floor=genesis.aggregation.reputation_floor,
         server_lr=genesis.server_optimizer.lr, momentum=genesis.server_optimizer.momentum,
         nesterov=genesis.server_optimizer.nesterov,
-        staleness_bound=genesis.staleness.bound, staleness_decay=genesis.staleness.decay)
+        staleness_bound=genesis.staleness.bound, staleness_decay=genesis.staleness.decay, follow_members=True)
 
 
 def initial_state(genesis: Genesis, config: NodeConfig) -> ReplicatedState:
@@ -56,13 +57,50 @@ class _VerifyOnly:
         return verify_by_peer_id(sender_id, payload, sig)
 
 
-def _verifier(genesis: Genesis) -> Verifier:
-    """The core's signature checks for this genesis's swarm and members (one implementation for both)."""
-    return Verifier(genesis.swarm_id, Membership(genesis.peer_ids), _VerifyOnly())
+def _verifier(genesis: Genesis, members=None) -> Verifier:
+    """The core's signature checks for this genesis's swarm and ``members`` (default: the genesis ones)."""
+    return Verifier(genesis.swarm_id, Membership(genesis.peer_ids if members is None else members), _VerifyOnly())
 
 
-def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes) -> tuple[set[str], list[str]]:
-    """(members whose commit signature over (round, digest) verifies, one line per signature that does not)."""
+def names_of(genesis: Genesis, state: ReplicatedState) -> dict[str, str]:
+    """peer id -> name of the members in force after ``state``: its roster once the membership changed."""
+    if state.roster is not None:
+        return dict(state.roster.names)
+    return {m.peer_id: m.name for m in genesis.members}
+
+
+def epoch_of(state: ReplicatedState) -> int:
+    """The first round of the configuration in force after ``state``."""
+    return 1 if state.roster is None else state.roster.since
+
+
+MEMBERSHIP_PARAM = "membership"
+
+
+def entry_membership(genesis: Genesis, state: ReplicatedState, params: dict,
+                     named: tuple[str, ...] | list[str] | None) -> tuple[tuple[str, str], ...] | None:
+    """The (peer id, name) members an entry applied to ``state`` puts in force, or None when it changes nothing.
+    The entry names the new member ids (``named``, the consensus core's ``Entry.members``) and carries the signed
+    request in params; both must agree with what the request makes of the configuration in force, or the entry is
+    invalid (InvalidEntry with the reason)."""
+    if MEMBERSHIP_PARAM not in params:
+        if named is not None:
+            raise InvalidEntry("the entry changes the members without a signed request")
+        return None
+    try:
+        change = MembershipChange.from_plain(params[MEMBERSHIP_PARAM])
+        after = next_members(change, genesis.swarm_id, names_of(genesis, state), epoch_of(state))
+    except (DecodeError, ChangeRefused) as exc:
+        raise InvalidEntry(f"membership change refused: {exc}") from None
+    if named is None or list(named) != sorted(after):
+        raise InvalidEntry("the entry's members are not those its request makes")
+    return tuple(sorted(after.items()))
+
+
+def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes,
+                         members=None) -> tuple[set[str], list[str]]:
+    """(members whose commit signature over (round, digest) verifies, one line per signature that does not);
+    ``members``: those in force at ``round_`` (default: the genesis ones)."""
     term = cert.get("term") if isinstance(cert, dict) else None
     sigs = cert.get("sigs") if isinstance(cert, dict) else None
     if not isinstance(term, int) or not isinstance(sigs, list):
@@ -70,34 +108,36 @@ def valid_commit_signers(genesis: Genesis, cert: Any, round_: int, digest: bytes
     well_formed = [item for item in sigs if isinstance(item, (list, tuple)) and len(item) == 2
                    and isinstance(item[0], str) and isinstance(item[1], bytes)]
     problems = ["certificate holds a malformed signature"] * (len(sigs) - len(well_formed))
-    valid, rejected = _verifier(genesis).signers("commit", term, round_, digest, well_formed)
-    problems += [f"signer {signer[:16]} is not a genesis member" if why == NOT_MEMBER
+    valid, rejected = _verifier(genesis, members).signers("commit", term, round_, digest, well_formed)
+    problems += [f"signer {signer[:16]} is not a member" if why == NOT_MEMBER
                  else f"{genesis.name_of(signer)} signed more than once" if why == DUPLICATE_SIGNER
                  else f"signature of {genesis.name_of(signer)} does not verify" for signer, why in rejected]
     return valid, problems
 
 
 def previous_certificate_signers(genesis: Genesis, cert: Any, previous_round: int,
-                                 previous_digest: bytes | None) -> frozenset[str]:
-    """The signers of the previous round's certificate an entry carries; raises InvalidEntry when it is forged."""
+                                 previous_digest: bytes | None, members=None) -> frozenset[str]:
+    """The signers of the previous round's certificate an entry carries; raises InvalidEntry when it is forged.
+    Counted in ``members`` (those in force now): the entry after a membership change carries none, since its
+    previous round counted in another configuration."""
     if (previous_digest is None or not isinstance(cert, dict) or cert.get("round") != previous_round
             or cert.get("digest") != previous_digest):
         raise InvalidEntry("prev_cert does not certify the previous round")
-    valid, problems = valid_commit_signers(genesis, cert, previous_round, previous_digest)
+    valid, problems = valid_commit_signers(genesis, cert, previous_round, previous_digest, members)
     if problems:
         raise InvalidEntry(f"prev_cert carries an invalid signature ({problems[0]})")
-    if len(valid) < genesis.quorum:
+    if len(valid) < Membership(genesis.peer_ids if members is None else members).quorum:
         raise InvalidEntry("prev_cert is not a quorum")
     return frozenset(valid)
 
 
-def convicted_leader(genesis: Genesis, item: Any) -> str:
+def convicted_leader(genesis: Genesis, item: Any, members=None) -> str:
     """The member that committed evidence proves equivocated; raises InvalidEntry when it proves nothing."""
     try:
         evidence = evidence_from_plain(item)
     except DecodeError as exc:
         raise InvalidEntry(f"malformed evidence: {exc}") from None
-    if not _verifier(genesis).evidence(evidence):
+    if not _verifier(genesis, members).evidence(evidence):
         raise InvalidEntry("evidence does not prove equivocation")
     return evidence.leader
 
@@ -137,14 +177,14 @@ def accused(piece: Evidence | GradientEquivocation) -> str:
     return piece.sender if isinstance(piece, GradientEquivocation) else piece.leader
 
 
-def convicted_member(genesis: Genesis, item: Any, round_: int) -> str:
+def convicted_member(genesis: Genesis, item: Any, round_: int, members=None) -> str:
     """The member a piece of committed evidence in the entry of ``round_`` convicts; InvalidEntry when it proves
     nothing (forged, malformed, another swarm, not a member, outside its window)."""
     if not (isinstance(item, dict) and "kind" in item):
-        return convicted_leader(genesis, item)
+        return convicted_leader(genesis, item, members)
     try:
         piece = evidence_piece(item)
-        member = check_equivocation(piece, genesis.swarm_id, set(genesis.peer_ids))
+        member = check_equivocation(piece, genesis.swarm_id, set(genesis.peer_ids if members is None else members))
     except DecodeError as exc:
         raise InvalidEntry(f"gradient evidence proves nothing: {exc}") from None
     if not gradient_evidence_in_window(piece.round, round_):
@@ -152,21 +192,22 @@ def convicted_member(genesis: Genesis, item: Any, round_: int) -> str:
     return member
 
 
-def entry_extras(genesis: Genesis, params: dict, round_: int,
-                 previous_digest: bytes | None) -> tuple[frozenset[str] | None, frozenset[str]]:
-    """(certificate signers, convicted members) an entry's params prove, as `apply` takes them."""
-    unknown = set(params) - {"prev_cert", "evidence", staleness.STALE_PARAM}
+def entry_extras(genesis: Genesis, params: dict, round_: int, previous_digest: bytes | None,
+                 members=None) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(certificate signers, convicted members) an entry's params prove, as `apply` takes them; ``members``: those
+    in force at ``round_`` (default: the genesis ones)."""
+    unknown = set(params) - {"prev_cert", "evidence", staleness.STALE_PARAM, MEMBERSHIP_PARAM}
     if unknown:
         raise InvalidEntry(f"unknown entry params {sorted(unknown)}")
     if staleness.STALE_PARAM in params:
         stale_named(genesis, params)  # well formed and within the bound (the gradients are checked by apply)
     signers = None
     if "prev_cert" in params:
-        signers = previous_certificate_signers(genesis, params["prev_cert"], round_ - 1, previous_digest)
+        signers = previous_certificate_signers(genesis, params["prev_cert"], round_ - 1, previous_digest, members)
     evidence = params.get("evidence", [])
     if not isinstance(evidence, (list, tuple)) or len(evidence) > MAX_ENTRY_EVIDENCE:
         raise InvalidEntry(f"an entry carries a list of at most {MAX_ENTRY_EVIDENCE} pieces of evidence")
-    convicted = frozenset(convicted_member(genesis, item, round_) for item in evidence)
+    convicted = frozenset(convicted_member(genesis, item, round_, members) for item in evidence)
     return signers, convicted
 
 
@@ -180,9 +221,10 @@ def stale_named(genesis: Genesis, params: dict) -> list[tuple[bytes, int]]:
 
 
 def open_gradient(raw: bytes, genesis: Genesis, dim: int, max_size: int, round_: int, parent: bytes,
-                  digest: bytes | None = None) -> Gradient:
+                  digest: bytes | None = None, members=None) -> Gradient:
     """A stored envelope checked as a receiver checks it (signature, member, round, parent, decodable, finite);
-    ``digest`` as in :func:`swarm.round.gradient.verify_gradient`."""
-    return verify_gradient(raw, swarm_id=genesis.swarm_id, members=set(genesis.peer_ids), max_size=max_size,
+    ``digest`` as in :func:`swarm.round.gradient.verify_gradient`; ``members``: those in force at ``round_``."""
+    members = set(genesis.peer_ids if members is None else members)
+    return verify_gradient(raw, swarm_id=genesis.swarm_id, members=members, max_size=max_size,
                            round=round_, parent=parent, digest=digest,
                            decode_payload=lambda payload: compression.decode(payload, dim, max_size))

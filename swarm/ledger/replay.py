@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 from crypto.wire import DecodeError
 from swarm.config import Genesis
 from swarm.ledger.apply import InvalidEntry, RoundRules, apply
-from swarm.ledger.entry_rules import entry_extras, open_gradient, rules_of, stale_named
+from swarm.ledger.entry_rules import entry_extras, entry_membership, open_gradient, rules_of, stale_named
 from swarm.ledger.staleness import parent_of_round
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import ChainRow
@@ -91,12 +91,14 @@ class Replayer:
         r = row.round
         if r != state.round + 1:
             raise ValueError(f"round {r} does not follow the replayed state's round {state.round}")
-        gradients = [self._stored_gradient(digest, r, state.hash) for digest in row.entry["gradients"]]
+        members = state.members  # the configuration in force at round r
+        gradients = [self._stored_gradient(digest, r, state.hash, members) for digest in row.entry["gradients"]]
         try:
             params = dict(row.entry["params"])
-            extras = entry_extras(self.genesis, params, r, previous_digest)
+            extras = entry_extras(self.genesis, params, r, previous_digest, members)
             stale = [self._stale_gradient(digest, r - s, state) for digest, s in stale_named(self.genesis, params)]
-            applied = apply(state, gradients, self.rules, *extras, stale=stale)
+            change = entry_membership(self.genesis, state, params, row.entry.get("members"))
+            applied = apply(state, gradients, self.rules, *extras, stale=stale, members=change)
         except InvalidEntry as exc:
             raise ReplayStopped(Stop(r, StopReason.INVALID_ENTRY, f"the entry cannot be applied: {exc}")) from None
         if applied.state.hash != row.state_hash:
@@ -110,9 +112,9 @@ class Replayer:
         parent = parent_of_round(state, round_)
         if parent is None:
             raise InvalidEntry(f"a late gradient for round {round_}, a state this chain does not remember")
-        return self._stored_gradient(digest, round_, parent)
+        return self._stored_gradient(digest, round_, parent, state.members)
 
-    def _stored_gradient(self, digest: bytes, round_: int, parent: bytes):
+    def _stored_gradient(self, digest: bytes, round_: int, parent: bytes, members=None):
         short = digest.hex()[:12]
         raw = self.envelope(digest)
         if raw is None:
@@ -121,7 +123,7 @@ class Replayer:
             raise ReplayStopped(Stop(round_, StopReason.DAMAGED_PAYLOAD,
                                      f"stored gradient {short} does not match its digest"))
         try:
-            return open_gradient(raw, self.genesis, self.dim, self.max_size, round_, parent)
+            return open_gradient(raw, self.genesis, self.dim, self.max_size, round_, parent, members=members)
         except DecodeError as exc:
             raise ReplayStopped(Stop(round_, StopReason.INVALID_PAYLOAD,
                                      f"gradient {short} fails verification: {exc}")) from None

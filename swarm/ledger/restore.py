@@ -40,7 +40,7 @@ def restore(store: Store, genesis: Genesis, genesis_state: ReplicatedState, max_
     if store.last_round() == 0:
         return RestoreResult(genesis_state, None, None)
     dim = genesis_state.params.numel()
-    start = newest_certified_snapshot(store, dim, genesis.peer_ids)
+    start = newest_certified_snapshot(store, dim, None)
     snapshot_round = None if start is None else start.round
     state = genesis_state if start is None else start
     previous = store.row(state.round)
@@ -56,7 +56,7 @@ def restore(store: Store, genesis: Genesis, genesis_state: ReplicatedState, max_
     return RestoreResult(state, snapshot_round, stop)
 
 
-def newest_certified_snapshot(store: Store, dim: int, members: list[str]) -> ReplicatedState | None:
+def newest_certified_snapshot(store: Store, dim: int, members: list[str] | None) -> ReplicatedState | None:
     """The newest stored snapshot that the chain certifies, or None. A snapshot file that is not its certified
     state (damaged, crafted, another model's) is set aside (renamed ``*.state.bad``, unless the store is read-only)
     so it is neither tried nor served again; the node then starts from an older one or the genesis and catches up."""
@@ -92,7 +92,7 @@ def set_aside(path: Path, read_only: bool = False) -> Path | None:
     return bad
 
 
-def certified_snapshot(data: bytes, certified_hash: bytes, dim: int, members: list[str]) -> ReplicatedState:
+def certified_snapshot(data: bytes, certified_hash: bytes, dim: int, members: list[str] | None) -> ReplicatedState:
     """The state in a snapshot's bytes if it is the one a certificate signs; DecodeError otherwise. A snapshot
     is trusted for its certified hash alone, wherever it came from (our disk, a peer, a store under audit): the
     bytes are hashed before anything parses them, so a file nobody certified never reaches the decoder."""

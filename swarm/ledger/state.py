@@ -84,6 +84,28 @@ class Recent:
 MAX_ANCESTORS = 64  # more than any staleness bound the genesis allows
 
 
+@dataclass(frozen=True)
+class Roster:
+    """The configuration in force after a committed membership change: since which round, and every member's
+    (peer id, name), sorted by peer id. A change request names ``since`` (its epoch), so none outlives a change."""
+
+    since: int
+    names: tuple[tuple[str, str], ...]
+
+    def to_plain(self) -> list:
+        return [self.since, [[peer, name] for peer, name in self.names]]
+
+    @classmethod
+    def from_plain(cls, value, members: list[str]) -> "Roster":
+        if (not isinstance(value, list) or len(value) != 2 or type(value[0]) is not int or value[0] < 2
+                or not isinstance(value[1], list)
+                or not all(isinstance(row, list) and len(row) == 2 for row in value[1])
+                or [row[0] for row in value[1]] != sorted(members)
+                or not all(isinstance(row[1], str) and 0 < len(row[1]) <= 64 for row in value[1])):
+            raise DecodeError("bad_state", "the roster does not name exactly the members")
+        return cls(value[0], tuple((peer, name) for peer, name in value[1]))
+
+
 class StateBody:
     """The parameter and momentum bytes of a state, with a SHA-256 that has already absorbed them. It remembers
     which tensors it was made from, so a state copied with other tensors (dataclasses.replace) never reuses it."""
@@ -112,11 +134,19 @@ class ReplicatedState:
     reputation: tuple[tuple[str, PeerReputation], ...]  # sorted by peer id
     parent_hash: bytes                 # state_hash of round - 1 (round 0: hash of the genesis)
     recent: Recent | None = None       # late updates kept (genesis staleness.bound > 0); None: off
+    # The members in force once the membership has changed (swarm/ledger/membership.py); None while it is the
+    # genesis one, whose names the genesis gives (and the bytes, and hashes, stay those of before).
+    roster: "Roster | None" = None
     _hash: bytes | None = field(default=None, compare=False, repr=False)
     _body: StateBody | None = field(default=None, compare=False, repr=False)  # precomputed by aggregation
 
     def reputation_of(self, peer_id: str) -> PeerReputation:
         return dict(self.reputation)[peer_id]
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The members in force for the next round: the reputation table lists exactly them."""
+        return tuple(peer for peer, _ in self.reputation)
 
     def _trailer(self) -> bytes:
         fields = {
@@ -126,6 +156,8 @@ class ReplicatedState:
         }
         if self.recent is not None:
             fields["stale"] = self.recent.to_plain()
+        if self.roster is not None:
+            fields["roster"] = self.roster.to_plain()
         header = wire.dumps(fields)
         return header + _U32.pack(len(header))
 
@@ -146,8 +178,10 @@ class ReplicatedState:
         return self._hash
 
     @classmethod
-    def deserialize(cls, data: bytes, expected_dim: int, members: list[str]) -> "ReplicatedState":
-        """Rebuild a state from a snapshot; a peer's bytes, so everything is checked (then compare the hash)."""
+    def deserialize(cls, data: bytes, expected_dim: int, members: list[str] | None = None) -> "ReplicatedState":
+        """Rebuild a state from a snapshot; a peer's bytes, so everything is checked (then compare the hash).
+        ``members``: the members its table must list; None takes the snapshot's own (distinct, sorted), which its
+        certified hash vouches for once the membership may have changed since the genesis."""
         view = memoryview(data)
         if len(view) < _U32.size:
             raise DecodeError("truncated", "snapshot shorter than its length field")
@@ -156,8 +190,8 @@ class ReplicatedState:
         if header_len > MAX_HEADER or body_len < 0:
             raise DecodeError("bad_state", f"snapshot header of {header_len} bytes does not fit")
         header = wire.loads(bytes(view[body_len:len(view) - _U32.size]))
-        if not isinstance(header, dict) or set(header) - {"stale"} != {"version", "round", "parent", "dim",
-                                                                        "reputation"}:
+        if not isinstance(header, dict) or set(header) - {"stale", "roster"} != {"version", "round", "parent", "dim",
+                                                                                  "reputation"}:
             raise DecodeError("bad_state", "unexpected snapshot header")
         if header["version"] != STATE_VERSION:
             raise DecodeError("bad_version", f"state version {header['version']}")
@@ -166,16 +200,21 @@ class ReplicatedState:
         if not isinstance(header["round"], int) or header["round"] < 0 or not isinstance(header["parent"], bytes):
             raise DecodeError("bad_state", "bad round or parent hash")
         table = header["reputation"]
-        if not isinstance(table, list) or [row[0] if isinstance(row, list) and row else None
-                                           for row in table] != sorted(members):
+        listed = [row[0] if isinstance(row, list) and row else None for row in table] if isinstance(table, list) \
+            else None
+        if members is None and listed and all(isinstance(peer, str) for peer in listed) \
+                and listed == sorted(set(listed)):
+            members = listed
+        if listed is None or members is None or listed != sorted(members):
             raise DecodeError("bad_state", "reputation table does not list exactly the members")
+        roster = Roster.from_plain(header["roster"], members) if "roster" in header else None
         reputation = tuple((row[0], PeerReputation.from_plain(row[1])) for row in table)
         if body_len != 8 * expected_dim:
             raise DecodeError("bad_state", f"snapshot body of {body_len} bytes, expected {8 * expected_dim}")
         params = _from_le(view[:4 * expected_dim], expected_dim)
         momentum = _from_le(view[4 * expected_dim:body_len], expected_dim)
         recent = Recent.from_plain(header["stale"], members) if "stale" in header else None
-        return cls(header["round"], params, momentum, reputation, header["parent"], recent)
+        return cls(header["round"], params, momentum, reputation, header["parent"], recent, roster)
 
 
 def genesis_state(params: torch.Tensor, members: list[str], genesis_hash: bytes) -> ReplicatedState:

@@ -85,7 +85,7 @@ class OfflineNode:
                                     f"inspection does not import")
         dim = next((d for _round, state_hash in snapshots
                     if (d := _snapshot_dim(self.store.snapshot_path(state_hash), state_hash)) is not None), None)
-        state = newest_certified_snapshot(self.store, dim, self.genesis.peer_ids) if dim is not None else None
+        state = newest_certified_snapshot(self.store, dim, None) if dim is not None else None
         if state is None:
             raise FileNotFoundError(f"no certified snapshot in {self.store.dir}")
         return state
