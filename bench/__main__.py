@@ -26,6 +26,7 @@ NATIVE = {  # part -> module with PART, HEADING, add_arguments(parser), run(args
     "time_to_accuracy": "bench.time_to_accuracy",
     "scaling": "bench.scaling",
     "stragglers": "bench.stragglers",
+    "lm": "bench.lm_bench",
 }
 WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick, heading)
     "aggregation": ("bench.aggregation", ["--n", "8", "16", "--d", "1e6", "--repeat", "3"],
@@ -36,7 +37,7 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "consensus": ("bench.consensus", [], [], "## Consensus"),
     "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
-ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "stragglers", "aggregation", "transport",
+ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "stragglers", "lm", "aggregation", "transport",
          "round", "consensus", "soak"]
 WRAPPED_TIMEOUT_S = 1800
 
