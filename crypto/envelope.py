@@ -46,6 +46,7 @@ class MessageType(enum.IntEnum):
     HEARTBEAT = 3       # transport-level liveness probe
     FETCH_REQUEST = 4   # ask a peer for a payload by digest
     SNAPSHOT = 5        # a certified state snapshot (payload = serialized state)
+    MEMBERSHIP = 6      # a signed membership change request passed on to the members (fields = its plain form)
 
 
 @dataclass(frozen=True)

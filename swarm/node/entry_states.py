@@ -15,7 +15,8 @@ from typing import Awaitable, Callable
 from consensus.messages import Entry
 from swarm.config import Genesis
 from swarm.ledger.apply import Aggregated, Applied, InvalidEntry, aggregate_round, finish
-from swarm.ledger.entry_rules import entry_extras, stale_named
+from consensus.quorum import Membership
+from swarm.ledger.entry_rules import entry_extras, entry_membership, stale_named
 from swarm.ledger.staleness import parent_of_round
 from swarm.ledger.state import ReplicatedState
 from swarm.ledger.store import Store
@@ -23,9 +24,9 @@ from swarm.round.gradient import Gradient, digest_of
 from swarm.round.pool import GradientPool
 
 
-def finish_and_hash(state: ReplicatedState, aggregated: Aggregated, signers, convicted) -> Applied:
+def finish_and_hash(state: ReplicatedState, aggregated: Aggregated, signers, convicted, members=None) -> Applied:
     """The entry-dependent rest of apply: cheap, because aggregation already hashed the new parameter bytes."""
-    applied = finish(state, aggregated, signers, convicted)
+    applied = finish(state, aggregated, signers, convicted, members)
     applied.state.hash  # only the small header is left to hash
     return applied
 
@@ -46,10 +47,11 @@ class EntryStates:
         self._aggregates.clear()
         self.fetched.clear()
 
-    def extras(self, params: dict, round_: int) -> tuple[frozenset[str] | None, frozenset[str]]:
-        """(certificate signers, convicted members) an entry's params prove; raises InvalidEntry when forged."""
+    def extras(self, params: dict, round_: int, members) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """(certificate signers, convicted members) an entry's params prove, counted in ``members`` (those in force
+        at ``round_``); raises InvalidEntry when forged."""
         previous = self.store.row(round_ - 1)
-        return entry_extras(self.genesis, params, round_, previous.digest if previous else None)
+        return entry_extras(self.genesis, params, round_, previous.digest if previous else None, members)
 
     def aggregate(self, state: ReplicatedState, gradients: list[Gradient],
                   stale: list[Gradient] = ()) -> asyncio.Future:
@@ -65,10 +67,12 @@ class EntryStates:
         return asyncio.shield(future)
 
     async def apply_gradients(self, state: ReplicatedState, gradients: list[Gradient], params: dict,
-                              stale: list[Gradient] = ()) -> Applied:
-        signers, convicted = self.extras(params, state.round + 1)
+                              stale: list[Gradient] = (), named: tuple[str, ...] | None = None) -> Applied:
+        """``named``: the member ids the entry puts in force (a membership change), checked against its request."""
+        signers, convicted = self.extras(params, state.round + 1, state.members)
+        change = entry_membership(self.genesis, state, params, named)
         aggregated = await self.aggregate(state, gradients, stale)
-        return finish_and_hash(state, aggregated, signers, convicted)  # no thread hop: well under 1 ms
+        return finish_and_hash(state, aggregated, signers, convicted, change)  # no thread hop: well under 1 ms
 
     async def derive(self, state: ReplicatedState, entry: Entry) -> Applied:
         """The result of applying ``entry`` to ``state`` (the node's current one); InvalidEntry when it cannot
@@ -81,7 +85,7 @@ class EntryStates:
         if entry.rule != self.rules.rule:
             raise InvalidEntry(f"entry uses rule {entry.rule}, the genesis says {self.rules.rule}")
         digests = list(entry.gradient_digests)
-        if digests != sorted(set(digests)) or len(digests) < self.genesis.quorum:
+        if digests != sorted(set(digests)) or len(digests) < Membership(state.members).quorum:
             raise InvalidEntry("gradient digests must be sorted, distinct and at least a quorum")
         gradients = [await self._gradient_by_digest(d, entry.round, entry.parent_state_hash) for d in digests]
         params = dict(entry.params)
@@ -92,7 +96,7 @@ class EntryStates:
                 raise InvalidEntry(f"late gradient {digest.hex()[:12]} is for round {entry.round - staleness}, "
                                    f"a state this node never had")
             stale.append(await self._gradient_by_digest(digest, entry.round - staleness, parent))
-        return await self.apply_gradients(state, gradients, params, stale)
+        return await self.apply_gradients(state, gradients, params, stale, entry.members)
 
     async def _gradient_by_digest(self, digest: bytes, round_: int, parent: bytes) -> Gradient:
         known = self.pool.by_digest(digest)

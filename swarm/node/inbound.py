@@ -22,7 +22,7 @@ from typing import Callable
 
 from consensus.messages import Message
 from consensus.quorum import signature_work
-from crypto.envelope import open_envelope, peek as peek_envelope
+from crypto.envelope import MessageType, open_envelope, peek as peek_envelope
 from crypto.peer_id import PeerIdError, public_key_from_peer_id
 from crypto.wire import DecodeError
 from swarm.ledger.store import Store
@@ -51,6 +51,7 @@ class Inbound:
         self._verify, self._parent_for = verify, parent_for
         self._on_message, self._on_gradient, self._on_duplicate = on_message, on_gradient, on_duplicate
         self.metrics = metrics
+        self.on_membership: Callable[[str, dict], None] | None = None  # membership change requests from members
         self.evidence: dict[bytes, GradientEquivocation] = {}  # by digest (one per sender and round), not yet taken
         self._proved: dict[bytes, int] = {}  # digest -> round of every piece built lately, taken or not
         self._late_logged: dict[str, int] = {}  # member -> the round of the last late gradient whose drop was logged
@@ -65,6 +66,10 @@ class Inbound:
             envelope = open_envelope(data, self.swarm_id, MAX_CONTROL_ENVELOPE_BYTES)
             if envelope.sender != peer:
                 raise DecodeError("relayed", "envelope signer is not the connection's peer")
+            if envelope.type == MessageType.MEMBERSHIP and self.on_membership is not None:
+                self.scores.reward(peer)
+                self.on_membership(peer, envelope.fields)  # checked there (swarm/node/membership_desk.py)
+                return
             message = decode_message(envelope)
         except DecodeError as exc:
             self.reject(peer, exc.reason, str(exc))

@@ -36,6 +36,7 @@ from swarm.node.entry_states import EntryStates
 from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
 from swarm.node.inbound import Inbound
+from swarm.node.membership_desk import MembershipDesk
 from swarm.node.limits import fetch_timeout_s, settle_payload_limit
 from swarm.node.own_gradient import OwnGradientFile
 from swarm.node.peer_scores import PeerScores
@@ -60,12 +61,12 @@ TRIM_EVERY_S = 30.0  # hand free heap pages back to the OS this often (swarm/nod
 
 class Node:
     def __init__(self, config: NodeConfig, genesis: Genesis, key: NodeKey, transport: Transport | None = None):
-        if key.peer_id not in genesis.peer_ids:
-            raise ValueError(f"this node's key ({key.peer_id}) is not a member of the genesis {config.genesis}")
+        # A key outside the genesis is a node waiting to be added (swarm/node/membership_desk.py): it follows the
+        # chain and contributes once a committed change makes it a member.
         self.config, self.genesis, self.key = config, genesis, key
         self.id = key.peer_id
         self.name = config.name or genesis.name_of(self.id)
-        self.members = set(genesis.peer_ids)
+        self.members = set(genesis.peer_ids)  # those in force: follows the state (MembershipDesk.follow)
         self.rules = rules_of(genesis)
         self.trainer = build_node_trainer(config, genesis, self.id)  # with training.workers > 1: a started group
         self.compressor = Compressor(config.compression.scheme, k=config.compression.ratio,
@@ -112,14 +113,18 @@ class Node:
                                    self.verify_gradient, self.fetch)
         self.worker = StateWorker(self)
         self.elections = ElectionLog(genesis)
+        self.desk = MembershipDesk(self)
+        self.inbound.on_membership = self.desk.on_message
+        self.core = self._make_core()  # restores the state first: the transport links with its members
         self.transport = transport or self._make_transport()
-        self.core = self._make_core()
+        if transport is not None and hasattr(transport, "set_members"):
+            transport.set_members(sorted(self.members))
 
     # ------------------------------------------------------------------------------------------- construction
     def _make_transport(self) -> Transport:
         from swarm.transport.libp2p_host import Libp2pTransport
         inbound = self.inbound
-        return Libp2pTransport(self.key, self.config.listen, self.config.bootstrap, self.genesis.peer_ids,
+        return Libp2pTransport(self.key, self.config.listen, self.config.bootstrap, sorted(self.members),
                                self.config.transport, Callbacks(
                                    on_payload=inbound.on_payload, on_control=inbound.on_control,
                                    on_misbehaviour=inbound.on_misbehaviour, on_peer_change=self._on_peer_change,
@@ -134,6 +139,7 @@ class Node:
         first = max(1, self.store.last_round() - c.memory_rounds + 1)
         persisted = persisted_state(self.store.get_meta("hard"), list(self._stored_committed(first)),
                                     base_round=first - 1)
+        persisted.configs = self._stored_configs(first)
         core_config = CoreConfig(swarm_id=self.genesis.swarm_id, node_id=self.id, members=self.genesis.peer_ids,
                                  genesis_state_hash=self.genesis_state.hash, timing=timing,
                                  memory_rounds=c.memory_rounds)
@@ -146,6 +152,7 @@ class Node:
         if restored.diverged:
             self.divergence(f"replay of {restored.stop}")
         self.state = restored.state
+        self.desk.follow()
         self.pool.advance(self.state.round + 1)
         if self.store.last_round():
             log.info("restored state at round %d (%s)", self.state.round, self.state.hash.hex()[:12])
@@ -219,9 +226,9 @@ class Node:
             if isinstance(action.message, Commit):  # sent once our prepare quorum is in and the lock is persisted
                 self.mark_phase(action.message.term, action.message.round, "prepared")
             data = encode_message(self.key, self.genesis.swarm_id, action.message)
-            for peer in [action.to] if isinstance(action, Send) else self.genesis.peer_ids:
+            for peer in [action.to] if isinstance(action, Send) else self.core.membership.members:
                 if peer != self.id:
-                    self._send(peer, data)
+                    self.send(peer, data)
         for committed in batch.committed:
             self.mark_phase(committed.cert.term, committed.entry.round, "certified")
             self.worker.commit(committed)
@@ -253,9 +260,21 @@ class Node:
         for row in self.store.rows(start, limit):
             yield committed_from_plain({"entry": row.entry, "cert": row.certificate})
 
-    def _send(self, peer: str, data: bytes) -> None:
+    def _stored_configs(self, before: int) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """Membership changes committed before round ``before`` (the core reads later ones from its chain tail),
+        and the one the restored state is in, which a snapshot may carry without the rows before it."""
+        changes = {row.round + 1: tuple(row.entry["members"]) for row in self.store.rows(1, max(0, before - 1))
+                   if row.entry.get("members") is not None}
+        if self.state.roster is not None and self.state.roster.since <= before:
+            changes.setdefault(self.state.roster.since, self.state.members)
+        return tuple(sorted(changes.items()))
+
+    def send(self, peer: str, data: bytes) -> None:
         self.metrics.bytes_out += len(data)
-        self.transport.send(peer, data)
+        try:
+            self.transport.send(peer, data)
+        except KeyError:
+            pass  # no longer (or not yet) a member the transport links with
 
     async def _ticker(self) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that lands as the event
@@ -307,7 +326,7 @@ class Node:
                         digest: bytes | None = None) -> Gradient:
         """A gradient envelope checked as every receiver checks it; raises DecodeError with the reason."""
         return open_gradient(raw, self.genesis, self.dim, self.config.transport.max_payload_bytes, round_, parent,
-                             digest)
+                             digest, self.state.members)
 
     async def push(self, raw: bytes, to: list[str] | None = None) -> None:
         self.store.sync()  # the gradient names the newest committed state as its parent: that row is durable first
@@ -324,7 +343,8 @@ class Node:
         self.pool.advance(round_)
         self.readiness.begin(round_, time.monotonic())
         self._cancel_ready_timer()
-        if self.diverged or not self.readiness.start_training(round_, self.config.max_rounds):
+        if self.diverged or not self.desk.contributing or not self.readiness.start_training(round_,
+                                                                                               self.config.max_rounds):
             return
         observed = [g.vector for g in self.pool.previous] if self.adversary is not None else []
         self.tasks.spawn(self.contributor.contribute(round_, self.state, observed,
@@ -403,6 +423,7 @@ class Node:
 
     async def after_commit(self, committed: CommittedEntry, applied: Applied | None) -> None:
         entry = committed.entry
+        self.desk.follow()
         now = time.monotonic()
         self.metrics.rounds_committed += 1
         self.metrics.round_seconds.append(now - self.readiness.started_at)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from consensus.events import ProposalBuilt, ValidationResult
 from consensus.messages import CommittedEntry, Entry, commit_cert_to_plain
+from consensus.quorum import Membership
 from crypto.wire import DecodeError
 from swarm.faults.divergence import off_by_one_ulp
 from swarm.ledger import staleness
@@ -73,9 +74,12 @@ class StateWorker:
         node = self.node
         params: dict[str, Any] = {}
         late = node.core.certificate_with_late_commits(node.state.round)  # every Commit seen, not the first 2f+1
-        if late is not None:
+        previous = node.store.row(node.state.round)
+        if previous is not None and previous.entry.get("members") is not None:
+            pass  # the previous round counted in another configuration: its certificate proves nothing here
+        elif late is not None:
             params["prev_cert"] = commit_cert_to_plain(late)
-        elif (previous := node.store.row(node.state.round)) is not None:
+        elif previous is not None:
             params["prev_cert"] = previous.certificate
         node.evidence.expire(node.state.round + 1)
         for piece in node.inbound.take_evidence():  # gradient equivocation caught on arrival
@@ -92,7 +96,7 @@ class StateWorker:
         if round_ != node.state.round + 1:
             return None
         gradients = node.pool.for_round(round_, node.state.hash)
-        if len(gradients) < node.genesis.quorum:
+        if len(gradients) < Membership(node.state.members).quorum:
             return None
         future = node.entries.aggregate(node.state, gradients, self.late_gradients(node.state, gradients))
         future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
@@ -105,17 +109,22 @@ class StateWorker:
             log.warning("asked to build round %d on a state we do not hold", round_)
             return
         gradients = node.pool.for_round(round_, state.hash)
-        if len(gradients) < node.genesis.quorum:
+        if len(gradients) < Membership(state.members).quorum:
             log.warning("asked to build round %d with only %d gradients", round_, len(gradients))
             return
         params = self.entry_params()
         late = self.late_gradients(state, gradients)
         if late:
             params[staleness.STALE_PARAM] = staleness.to_params(round_, late)
-        applied = await node.entries.apply_gradients(state, gradients, params, late)
+        change = node.desk.for_proposal()  # a membership change waiting for a leader
+        named = None
+        if change is not None:
+            params.update(change[0])
+            named = change[1]
+        applied = await node.entries.apply_gradients(state, gradients, params, late, named)
         entry = Entry(round=round_, gradient_digests=tuple(sorted(g.digest for g in gradients)),
                       rule=node.rules.rule, params=params, state_hash=applied.state.hash,
-                      parent_state_hash=state.hash)
+                      parent_state_hash=state.hash, members=named)
         node.entries.applied[entry.digest()] = applied
         node.step(ProposalBuilt(entry))
 

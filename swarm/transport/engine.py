@@ -74,7 +74,7 @@ class Engine:
         self.heartbeat_s = max(0.02, config.peer_timeout_s / 4)
         self.members: dict[str, Member] = {
             pid: Member(pid, OutboundQueue()) for pid in dict.fromkeys(members) if pid != self.peer_id}
-        self.allowed = frozenset(members) | {self.peer_id}
+        self.allowed = set(members) | {self.peer_id}  # read by the Noise handshake; set_members changes it
         for addr in bootstrap:
             self._learn_addr(addr)
         self.host: Any = None
@@ -108,6 +108,25 @@ class Engine:
                 await trio.sleep_forever()
 
     # ---- membership and address book ----------------------------------------------------------------------
+    def set_members(self, members: list[str]) -> None:
+        """A committed membership change (trio thread): supervise and accept the members added, drop the ones
+        removed (their session ends and their connections close; the handshake refuses them from now on)."""
+        wanted = set(members) - {self.peer_id}
+        self.allowed.clear()
+        self.allowed.update(wanted | {self.peer_id})
+        for pid in sorted(wanted - set(self.members)):
+            member = self.members[pid] = Member(pid, OutboundQueue())
+            if self._background is not None:
+                self._background.start_soon(self._supervise, member)
+        for pid in sorted(set(self.members) - wanted):
+            member = self.members.pop(pid)
+            member.removed = True
+            member.wake.set()
+            if member.session is not None:
+                member.session.cancel()
+            if self._background is not None and self.host is not None:
+                self._background.start_soon(self._forget_connections, ID.from_base58(pid))
+
     def _refused(self, peer_id: str) -> None:
         self.refused += 1
         self.sink.misbehaviour(peer_id, NOT_A_MEMBER)
@@ -176,7 +195,7 @@ class Engine:
     async def _supervise(self, member: Member) -> None:
         backoff = 0.1
         pid = ID.from_base58(member.peer_id)
-        while True:
+        while not member.removed:
             try:
                 if not self._has_connection(member.peer_id):
                     await self._forget_connections(pid)  # closed ones still listed: connect() would trust them

@@ -81,7 +81,7 @@ class Libp2pTransport:
     def send(self, peer_id: str, data: bytes) -> bool:
         member = self._engine.members.get(peer_id)
         if member is None:
-            raise KeyError(f"{peer_id} is not another genesis member")
+            raise KeyError(f"{peer_id} is not another member")
         if len(data) > MAX_CONTROL_BYTES:
             raise ValueError(f"control message of {len(data)} bytes exceeds {MAX_CONTROL_BYTES}")
         return member.queue.put(encode_control(KIND_DATA, bytes(data)))
@@ -89,6 +89,13 @@ class Libp2pTransport:
     def broadcast(self, data: bytes) -> dict[str, bool]:
         frame = encode_control(KIND_DATA, bytes(data))
         return {pid: member.queue.put(frame) for pid, member in list(self._engine.members.items())}
+
+    def set_members(self, members: list[str]) -> None:
+        """Follow a committed membership change: link with the members in force, refuse the others."""
+        try:
+            self._thread.call_soon(self._engine.set_members, list(members))
+        except BridgeClosed:
+            pass  # not running: nothing to change
 
     def peers(self) -> dict[str, PeerInfo]:
         return {pid: member.snapshot() for pid, member in list(self._engine.members.items())}

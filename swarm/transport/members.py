@@ -37,6 +37,7 @@ class Member:
     fetch_budget: TokenBucket | None = None  # made on the first fetch, from the transport config
     fetches_refused: int = 0
     flooding_reported_at: float = float("-inf")
+    removed: bool = False  # a committed membership change took it out: its supervisor stops
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

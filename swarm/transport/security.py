@@ -1,4 +1,4 @@
-"""Connection upgrades: Noise + Yamux only, genesis members only, no SO_REUSEPORT.
+"""Connection upgrades: Noise + Yamux only, members only (the configuration in force), no SO_REUSEPORT.
 
 Members are checked right after the Noise handshake authenticates the remote key, before any muxer or stream
 exists, so a non-member never gets to open a stream. py-libp2p listens with SO_REUSEPORT (for hole punching),
@@ -7,7 +7,7 @@ which lets a second node bind our port and steal dials (TRANSPORT-NOTES bug 6): 
 from __future__ import annotations
 
 import socket
-from typing import Callable, Iterable
+from typing import Callable, Collection
 
 from libp2p.crypto.ed25519 import Ed25519PrivateKey as LibP2PEd25519PrivateKey
 from libp2p.crypto.keys import KeyPair
@@ -34,9 +34,9 @@ def libp2p_key_pair(key: NodeKey) -> KeyPair:
 class MemberNoise(NoiseTransport):
     """Noise that refuses any authenticated remote whose peer id is not in ``allowed``."""
 
-    def __init__(self, key_pair: KeyPair, allowed: Iterable[str], on_refused: Callable[[str], None]) -> None:
+    def __init__(self, key_pair: KeyPair, allowed: Collection[str], on_refused: Callable[[str], None]) -> None:
         super().__init__(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-        self._allowed = frozenset(allowed)
+        self._allowed = allowed  # the engine's own set: a committed membership change updates it in place
         self._on_refused = on_refused
 
     async def _check(self, secure_conn):  # type: ignore[no-untyped-def]
@@ -46,7 +46,7 @@ class MemberNoise(NoiseTransport):
                 await secure_conn.close()
             finally:
                 self._on_refused(remote)
-            raise HandshakeFailure(f"peer {remote} is not a genesis member")
+            raise HandshakeFailure(f"peer {remote} is not a member")
         return fastpath.accelerate(secure_conn)  # authenticated member: batched Noise framing (fastpath.py)
 
     async def secure_inbound(self, conn):  # type: ignore[no-untyped-def]
@@ -56,7 +56,7 @@ class MemberNoise(NoiseTransport):
         return await self._check(await super().secure_outbound(conn, peer_id))
 
 
-def upgrade_options(key_pair: KeyPair, allowed: Iterable[str], on_refused: Callable[[str], None]):  # type: ignore[no-untyped-def]
+def upgrade_options(key_pair: KeyPair, allowed: Collection[str], on_refused: Callable[[str], None]):  # type: ignore[no-untyped-def]
     """(sec_opt, muxer_opt) for new_host: only Noise and only Yamux are offered or accepted."""
     sec_opt = {TProtocol(NOISE_PROTOCOL_ID): MemberNoise(key_pair, allowed, on_refused)}
     muxer_opt = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
