@@ -116,11 +116,10 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
     rule, result = _aggregate(rules, stack, weights, f)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum, rules.nesterov)
-    # Scored against the fresh gradients' reference: late ones neither shift it nor are judged by their weight.
-    fresh_rows = every if not late else every[[i for i, g in enumerate(ordered) if g.sender not in late_senders]]
+    # Scored unscaled, late ones included in the reference like any other: as if they had come on time.
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
-                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(fresh_rows)))),
+                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(every)))),
                       StateBody(params, momentum), tuple(g.sender for g in late),
                       staleness.next_recent(state, rules.staleness_bound, fresh, late))
 
@@ -142,7 +141,6 @@ def finish(state: ReplicatedState, aggregated: Aggregated, certificate_signers: 
         quarantined=frozenset(aggregated.quarantined),
         certificate_signers=certificate_signers,
         convicted=convicted,
-        stale=frozenset(aggregated.stale),
     )
     table, recent, roster = reputation.update(state.reputation, observation), aggregated.recent, state.roster
     if members is not None:
@@ -200,8 +198,8 @@ def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor, f:
 
 
 def reference(every: torch.Tensor) -> torch.Tensor:
-    """What each gradient is scored against: the unweighted coordinate-wise median of every fresh gradient in the
-    entry (quarantined ones included; late ones left out, see staleness.py), as float32. Not the round's aggregate: that one leaves quarantined members out,
+    """What each gradient is scored against: the unweighted coordinate-wise median of every gradient in the entry
+    (quarantined and late ones included, late ones unscaled), as float32. Not the round's aggregate: that one leaves quarantined members out,
     so a member scored against it is judged against an aggregate it is not part of while the others are judged
     against one they are in, and the bias feeds itself. The median is symmetric in the members, robust while fewer
     than half the rows are Byzantine, and one O(n d) pass."""

@@ -29,10 +29,10 @@ Per member and round, three observations in [0, 1] feed exponential moving avera
   own shard's optimum and they sum to about zero at the shared model), so a sign-flipped update there points
   along the others' and looks honest: an attacker caught early would walk straight back in without this;
 
-- participation: 1 when its gradient is in the entry, else 0; a late gradient of an earlier round that the entry
-  counts (swarm/ledger/staleness.py) is in the entry. Lateness itself costs nothing: a late gradient is scored on
-  its own unscaled vector against the reference of the fresh gradients, by the medians m, mc and mn of the fresh
-  gradients alone (``RoundObservation.stale``), so the fresh members are scored exactly as if it were absent;
+- participation: 1 when its gradient is in the entry, else 0. A late gradient of an earlier round that the entry
+  counts (swarm/ledger/staleness.py) is in the entry like any other: it is part of the reference, scored on its own
+  unscaled vector (its weight is the rule's business) and counts as participation, so lateness itself costs
+  nothing: the member is scored exactly as if the same update had arrived on time;
 - consensus: 1 when it signed the previous round's commit certificate (carried in the entry with every Commit the
   leader saw, late ones included), else 0.
 
@@ -70,7 +70,6 @@ class RoundObservation:
     convicted: frozenset[str] = frozenset()     # members with committed evidence against them this round
     norms: dict[str, float] | None = None       # norm of each included gradient (None: not measured)
     quarantined: frozenset[str] = frozenset()   # members left out of this round's aggregate for low reputation
-    stale: frozenset[str] = frozenset()         # included members whose gradient is a late one (not in medians)
 
 
 def score(rep: PeerReputation) -> float:
@@ -93,8 +92,7 @@ def observed_quality(peer: str, obs: RoundObservation, median_distance: float, m
 
 def update(table: tuple[tuple[str, PeerReputation], ...], obs: RoundObservation
            ) -> tuple[tuple[str, PeerReputation], ...]:
-    # every fresh gradient: equal footing (late ones are scored against these medians, never move them)
-    scored = sorted(p for p in obs.included if p in obs.distances and p not in obs.stale)
+    scored = sorted(p for p in obs.included if p in obs.distances)  # every member's gradient: equal footing
     median_distance = _median([obs.distances[p] for p in scored])
     median_cosine = _median([obs.cosines[p] for p in scored])
     median_norm = _median([obs.norms[p] for p in scored]) if obs.norms is not None else 0.0

@@ -18,10 +18,13 @@ a model s rounds old pulls the aggregate less the older it is, whatever the rule
 a median or a trimmed mean sees a shorter row). The weight is a product of Python floats and the scaling an
 elementwise float32 multiply, the same bits on every machine.
 
-Reputation (swarm/ledger/reputation.py) does not punish lateness: a late gradient counts as participation, and its
-quality is measured on its own, unscaled vector against the reference of the round's fresh gradients (the scaling
-is a weight, not a judgement, and the fresh members are scored exactly as if it were absent). It is still scored
-like any other: a poisoned update cannot hide from the scoring by arriving late.
+Reputation (swarm/ledger/reputation.py) does not punish lateness: a late gradient is in the entry like any other,
+so it counts as participation, is part of the reference every gradient is scored against, and is scored on its
+own unscaled vector (the weight is the rule's business, not a judgement): its member is scored exactly as if the
+same update had arrived on time. Scoring it against the fresh gradients alone was tried and was wrong: late in
+training honest updates of non-iid shards are pairwise slightly anti-correlated, so a member judged against a
+reference it is not part of drifts to a negative cosine and was quarantined within 20 rounds (bench/stragglers.py),
+the very bias reputation.py's reference avoids. It is still scored: a poisoned update cannot hide by arriving late.
 
 With B = 0 (the default) none of this exists: the state carries no ``Recent`` and its bytes are unchanged.
 """
