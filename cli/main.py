@@ -10,7 +10,7 @@ from rich.console import Console
 from cli.errors import UserFacingError
 
 # name -> module under cli/ ; each module defines add_parser(subparsers) and run(args) -> int
-SUBCOMMANDS = ["keygen", "genesis", "node", "cluster", "status", "peers", "log", "verify", "top"]
+SUBCOMMANDS = ["keygen", "genesis", "node", "cluster", "status", "peers", "members", "log", "verify", "top"]
 
 
 def build_parser() -> argparse.ArgumentParser:

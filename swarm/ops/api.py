@@ -84,6 +84,9 @@ def build_app(node: NodeView, token: str | None = None, limits: ApiConfig | None
     app.router.add_get("/log", commit_log)
     app.router.add_get("/history", round_history)
     app.router.add_get("/metrics", metrics)
+    if getattr(node, "desk", None) is not None:  # a running node (inspection stand-ins have none)
+        app.router.add_get("/members", members)
+        app.router.add_post("/members", request_membership_change)
     app.router.add_get("/", dashboard_index)
     app.router.add_static("/dashboard/", DASHBOARD_DIR, show_index=False)
     return app
@@ -356,6 +359,36 @@ async def round_history(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = render_node_metrics(request.app[NODE])
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def members(request: web.Request) -> web.StreamResponse:
+    """The configuration in force, this node's place in it, the pending request and the committed changes."""
+    desk = request.app[NODE].desk
+    return await _send_json(request, await _in_worker(request, lambda: json.dumps(desk.view()).encode()))
+
+
+MAX_CHANGE_REQUEST_BYTES = 4096
+
+
+async def request_membership_change(request: web.Request) -> web.Response:
+    """A membership change signed by a member's key (`swarm members add/remove`): checked against the
+    configuration in force, then passed to every member for the next leader to propose. 202 when taken, 400 with
+    the reason when refused. The change commits only through the three-phase agreement."""
+    from crypto.wire import DecodeError
+    from swarm.ledger.membership import ChangeRefused, MembershipChange
+
+    if request.content_length is None or request.content_length > MAX_CHANGE_REQUEST_BYTES:
+        return web.json_response({"error": f"a request is JSON of at most {MAX_CHANGE_REQUEST_BYTES} bytes"},
+                                 status=400)
+    try:
+        body = json.loads(await request.read())
+        plain = dict(body)
+        plain["sig"] = bytes.fromhex(str(plain.get("sig", "")))
+        change = MembershipChange.from_plain(plain)
+        request.app[NODE].desk.submit(change)
+    except (ValueError, TypeError, DecodeError, ChangeRefused) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response({"accepted": True, "op": change.op, "name": change.name}, status=202)
 
 
 async def dashboard_index(request: web.Request) -> web.FileResponse:

@@ -42,3 +42,22 @@ def get_json(url: str, timeout: float = 2.0, token: str | None = None) -> Any | 
         return fetch_json(url, timeout, token)
     except ApiError:
         return None
+
+
+def post_json(url: str, body: Any, timeout: float, token: str | None = None) -> tuple[int, Any]:
+    """POST ``body`` as JSON to ``url``; (HTTP status, parsed answer), the answer of an error status included
+    (it says why); ApiError when no JSON answer came."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            raise ApiError(STATUS, f"HTTP {exc.code}", exc.code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ApiError(UNREACHABLE, str(getattr(exc, "reason", exc))) from None
+    except ValueError as exc:
+        raise ApiError(NOT_JSON, str(exc)) from None
