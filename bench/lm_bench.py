@@ -60,6 +60,8 @@ class Cell:
     attack: str = "none"
     seed: int = 0
     options: tuple = ()        # the genesis model.options, as sorted items
+    outer: tuple = ()          # genesis server_optimizer settings over those of `--task lm`, as items
+    rule: str | None = None    # genesis aggregation.rule (None: the genesis default)
 
     @property
     def single(self) -> bool:
@@ -84,8 +86,10 @@ def genesis_for(cell: Cell, members: int) -> Genesis:
                                                     for i, name in enumerate(names(members))])
     genesis.model.task, genesis.model.seed = "lm", cell.seed
     genesis.model.options = dict(cell.options)
-    for key, value in LM_DEMO_OUTER.items():
+    for key, value in {**LM_DEMO_OUTER, **dict(cell.outer)}.items():
         setattr(genesis.server_optimizer, key, value)
+    if cell.rule:
+        genesis.aggregation.rule = cell.rule
     return genesis
 
 
@@ -161,6 +165,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "'none' skips the attacked runs")
     parser.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
                         help="genesis model.options over those of `swarm cluster up --task lm`")
+    parser.add_argument("--outer-lr", type=float, default=None, help="outer step lr (default: the genesis')")
+    parser.add_argument("--outer-momentum", type=float, default=None, help="outer momentum (0 turns Nesterov off)")
+    parser.add_argument("--rule", default=None, help="aggregation rule (default: the genesis')")
     parser.add_argument("--seed", type=int, default=0, help="model and data seed (one seed: the grid is long)")
     parser.add_argument("--workers", type=int, default=1, help="processes running cells at once")
     parser.add_argument("--device", default="cpu", help="ignored: the members train on the CPU")
@@ -179,7 +186,10 @@ def cells(args) -> tuple[Cell, list[Cell]]:
         if not sep:
             raise SystemExit(f"--model takes KEY=VALUE, got {item!r}")
         options[key] = int(value)
-    base = {"nodes": args.nodes, "steps": steps, "batch_size": batch, "topk": args.topk, "seed": args.seed,
+    outer = {"lr": args.outer_lr, "momentum": args.outer_momentum,
+             "nesterov": None if args.outer_momentum is None else args.outer_momentum > 0}
+    base = {"outer": tuple((k, v) for k, v in outer.items() if v is not None), "rule": args.rule,
+            "nodes": args.nodes, "steps": steps, "batch_size": batch, "topk": args.topk, "seed": args.seed,
             "options": tuple(sorted(options.items()))}
     attacks = ["none"] + ([args.attack] if args.attack != "none" else [])
     parse_attack(args.attack)  # an unknown profile fails before anything runs
@@ -274,12 +284,14 @@ def report(base: Outcome, swarm: list[Outcome], overhead: int, elapsed: float) -
                        f"; it then trains nothing, so the honest members train on {n - 1}/{n} of the tokens; the "
                        f"reference stays the single process.")
     options = ", ".join(f"{k} {v}" for k, v in c.options)
+    changed = [f"server_optimizer.{k} {v}" for k, v in c.outer] + ([f"aggregation.rule {c.rule}"] if c.rule else [])
+    overrides = f", with {', '.join(changed)} set by this run's options," if changed else ""
     schedule = f"warmup {opt.warmup_steps} steps" + (f", cosine over {opt.decay_steps}" if opt.decay_steps else
                                                       ", then constant")
     return "\n".join([
         f"In-process simulation ({len(swarm) + 1} runs, {elapsed / 60:.1f} min on this machine, one seed "
         f"({c.seed})): the members are built by the real `build_trainer` from the genesis `swarm cluster up --task "
-        f"lm` writes (byte-level GPT, {options}: {d:,} parameters) and each trains on its iid slice of the "
+        f"lm` writes{overrides} (byte-level GPT, {options}: {d:,} parameters) and each trains on its iid slice of the "
         f"stdlib corpus; every round each member runs H inner {opt.name} steps (lr {opt.lr:g}, betas "
         f"{opt.betas[0]:g}/{opt.betas[1]:g}, weight decay {opt.weight_decay:g}, clip {opt.grad_clip:g}, "
         f"{schedule}; moments kept across rounds) from the replicated parameters, compresses its pseudo-gradient "
