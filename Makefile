@@ -40,10 +40,10 @@ MUTANTS ?=
 mutation: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,mutation]'
 	OMP_NUM_THREADS=1 nice -n 15 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
-	@$(VENV)/bin/mutmut results --all true | awk -F': ' '{n=$$1; gsub(/^ +/, "", n); sub(/\.x(_|ǁ).*/, "", n); \
-	  t[n]++; if ($$2 == "killed" || $$2 == "timeout") k[n]++;} \
-	  END {for (n in t) {printf "%-32s %4d mutants %4d killed %5.1f%%\n", n, t[n], k[n], 100 * k[n] / t[n]; T += t[n]; K += k[n]} \
-	  printf "%-32s %4d mutants %4d killed %5.1f%%\n", "overall", T, K, 100 * K / T}' | sort
+	@$(VENV)/bin/mutmut results --all true | awk -F': ' '{n = $$1; gsub(/^ +/, "", n); sub(/\.x(_|ǁ).*/, "", n); \
+	  if ($$2 == "not checked" || $$2 == "skipped") {u[n]++; u["overall"]++; next} \
+	  t[n]++; t["overall"]++; if ($$2 == "killed" || $$2 == "timeout") {k[n]++; k["overall"]++}} \
+	  END {for (n in t) printf "%-32s %5d checked %5d killed %5.1f%% (%d not run)\n", n, t[n], k[n], 100 * k[n] / t[n], u[n]}' | sort
 	$(VENV)/bin/mutmut results
 
 clean:
