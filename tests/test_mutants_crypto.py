@@ -117,3 +117,30 @@ def test_public_key_files_that_are_not_ed25519_pem_are_refused(tmp_path):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     with pytest.raises(KeyFileError, match="not an Ed25519 key"):
         load_public_key(x25519)
+
+
+def test_a_key_from_a_seed_is_that_seed_and_nothing_else():
+    seed = bytes(range(5, 37))
+    key = NodeKey.from_seed(seed)
+    assert key.seed == seed and NodeKey.from_seed(seed).public_bytes == key.public_bytes
+    assert NodeKey.from_seed(bytes(range(6, 38))).public_bytes != key.public_bytes
+
+
+def test_a_saved_key_creates_its_folders_and_is_never_on_disk_with_a_wider_mode(tmp_path, monkeypatch):
+    """The mode is set when the file is created, before the key is written: the final chmod alone would leave the
+    key readable by others between the write and the chmod (with a umask of 0, world-readable)."""
+    import os
+    import stat
+
+    import crypto.keys
+
+    path = tmp_path / "a" / "b" / "node.pem"
+    modes = []
+    monkeypatch.setattr(crypto.keys.os, "chmod", lambda p, mode: modes.append(stat.S_IMODE(os.stat(p).st_mode)))
+    old = os.umask(0)
+    try:
+        save_key(KEY, path)
+    finally:
+        os.umask(old)
+    assert modes == [0o600]  # the mode the file had before the final chmod, with nothing masked
+    assert NodeKey(serialization.load_pem_private_key(path.read_bytes(), password=None)).seed == KEY.seed
