@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from cli.errors import UserFacingError
 from swarm.config import DATASETS
 from swarm.ops.cluster import (
+    PIDS_FILE,
     Cluster,
     ClusterOptions,
     init_cluster,
@@ -51,6 +53,12 @@ def add_parser(subparsers) -> None:
             sub.add_argument("--json", action="store_true", help="print a JSON summary at the end")
             sub.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
         sub.set_defaults(run=run_up if name == "up" else run_init)
+    join = actions.add_parser("join", help="start one more local node (a key of its own) and add it as a member")
+    join.add_argument("--dir", required=True, help="the running cluster's folder")
+    join.add_argument("--name", help="the new node's name (default: the next free nodeN)")
+    join.add_argument("--as", dest="sponsor", default="node0",
+                      help="the member whose key signs the request to add it (default node0)")
+    join.set_defaults(run=run_join)
     down = actions.add_parser("down", help="stop a cluster started in the background")
     down.add_argument("--dir", required=True)
     down.set_defaults(run=run_down)
@@ -100,6 +108,32 @@ def _init(args):
         return init_cluster(Path(args.dir), _options(args))
     except (ValueError, OSError) as exc:
         raise UserFacingError(str(exc)) from None
+
+
+def run_join(args) -> int:
+    """Write the new node's config, start it in the background (its log in DIR/logs, its pid in the cluster's
+    pid file for `swarm cluster down`), then ask the swarm to add it, signed by the --as member's key."""
+    from cli.members import submit_change
+    from swarm.ops.cluster import join_spec
+
+    folder = Path(args.dir)
+    sponsor = folder / f"{args.sponsor}.yaml"
+    if not sponsor.exists():
+        raise UserFacingError(f"no config {sponsor} for the member that signs the request (--as)")
+    try:
+        spec = join_spec(folder, args.name)
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+    cluster = Cluster(folder, [spec])
+    pids_file = folder / PIDS_FILE
+    known = json.loads(pids_file.read_text()) if pids_file.exists() else {"supervisor": os.getpid(), "nodes": {}}
+    proc = cluster.start_node(spec)
+    known["nodes"][spec.name] = proc.pid
+    pids_file.write_text(json.dumps(known))
+    submit_change(sponsor, "add", spec.peer_id, spec.name)
+    Console().print(f"{spec.name}: API {spec.api}  ({spec.peer_id}); it catches up and contributes once added",
+                    highlight=False, soft_wrap=True)
+    return 0
 
 
 def run_down(args) -> int:

@@ -37,26 +37,41 @@ def run(args) -> int:
 
 
 def request_change(args) -> int:
+    from swarm.ledger.membership import ADD
+
+    if args.action == ADD:
+        submit_change(args.config, ADD, args.peer_id, args.name, args.api, args.token)
+    else:
+        submit_change(args.config, "remove", args.member, None, args.api, args.token)
+    return 0
+
+
+def submit_change(config_path, op: str, member: str, name: str | None, api: str | None = None,
+                  token: str | None = None) -> None:
+    """Sign a change with the key of the node configured at ``config_path`` and send it to that node's API
+    (``member``: the peer id to add, or the name or peer id to remove). UserFacingError with the reason when the
+    node refuses it."""
     from crypto.keys import load_key
     from swarm.config import load_genesis, load_node_config
     from swarm.ledger.membership import ADD, REMOVE, sign_change
 
-    config = load_node_config(args.config)
+    config = load_node_config(config_path)
     genesis = load_genesis(config.genesis)
     key = load_key(config.identity)
-    base = args.api.rstrip("/") if args.api else f"http://127.0.0.1:{_api_port(config)}"
-    view = fetch_json(base, "/members", args.token or config.api.token)
-    if args.action == ADD:
-        op, peer_id, name = ADD, args.peer_id, args.name
+    token = token or config.api.token
+    base = api.rstrip("/") if api else f"http://127.0.0.1:{_api_port(config)}"
+    view = fetch_json(base, "/members", token)
+    if op == ADD:
+        peer_id = member
     else:
-        match = [m for m in view["members"] if args.member in (m["name"], m["peer_id"])]
+        match = [m for m in view["members"] if member in (m["name"], m["peer_id"])]
         if not match:
-            raise UserFacingError(f"{args.member} is not a member of the configuration in force")
+            raise UserFacingError(f"{member} is not a member of the configuration in force")
         op, peer_id, name = REMOVE, match[0]["peer_id"], match[0]["name"]
     change = sign_change(key, genesis.swarm_id, op, peer_id, name, view["since"])
     body = {**change.to_plain(), "sig": change.sig.hex()}
     try:
-        status, answer = http_json.post_json(base + "/members", body, TIMEOUT_S, args.token or config.api.token)
+        status, answer = http_json.post_json(base + "/members", body, TIMEOUT_S, token)
     except http_json.ApiError as exc:
         raise UserFacingError(f"cannot reach the node at {base} ({exc.detail}); is it running?") from None
     if status != 202:
@@ -64,7 +79,6 @@ def request_change(args) -> int:
     n_after = view["n"] + (1 if op == ADD else -1)
     print(f"requested: {op} {name} ({peer_id[:16]}); once committed, n = {n_after} from the next round "
           f"(`swarm members` shows it)")
-    return 0
 
 
 def _api_port(config) -> int:

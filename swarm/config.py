@@ -7,6 +7,8 @@ a file are taken relative to that file's folder, so a cluster folder can be move
 """
 from __future__ import annotations
 
+import hashlib
+
 import os
 import stat
 from dataclasses import dataclass, field
@@ -265,6 +267,13 @@ class Genesis:
 
     def index_of(self, peer_id: str) -> int:
         return self.peer_ids.index(peer_id)
+
+    def data_index(self, peer_id: str) -> int:
+        """Which of the n shards a simulated partition (iid, dirichlet) gives this node: its genesis position; a
+        member added later (swarm/ledger/membership.py) shares a shard, picked from its peer id."""
+        if peer_id in self.peer_ids:
+            return self.index_of(peer_id)
+        return int.from_bytes(hashlib.sha256(peer_id.encode()).digest()[:8], "big") % self.n
 
 
 MAX_CONFIG_BYTES = 1 << 20   # a node config or genesis is a few KB; a bigger file is refused unread

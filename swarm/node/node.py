@@ -71,7 +71,7 @@ class Node:
         self.trainer = build_node_trainer(config, genesis, self.id)  # with training.workers > 1: a started group
         self.compressor = Compressor(config.compression.scheme, k=config.compression.ratio,
                                      error_feedback=config.compression.error_feedback)
-        self.adversary = (Adversary(config.attack, key, genesis.swarm_id, self.compressor, genesis.index_of(self.id))
+        self.adversary = (Adversary(config.attack, key, genesis.swarm_id, self.compressor, genesis.data_index(self.id))
                           if config.attack else None)
         if self.adversary is not None:
             self.trainer.label_flip = self.adversary.label_flip

@@ -197,6 +197,37 @@ def node_config(spec: NodeSpec, specs: list[NodeSpec], options: ClusterOptions,
     return config
 
 
+def join_spec(folder: Path, name: str | None = None) -> NodeSpec:
+    """One more local node for the cluster in ``folder`` (issue 19): a key of its own, outside the genesis, free
+    ports, and a config like node0's whose bootstrap lists every node of the folder. It starts as a node waiting
+    to be added; `swarm members add` (or `swarm cluster join`, which does both) makes it a member."""
+    import yaml
+
+    configs = sorted(folder.glob("node*.yaml"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else 1 << 30)
+    if not configs:
+        raise ValueError(f"no node configs in {folder}: run `swarm cluster init` or `up` there first")
+    plain = [yaml.safe_load(p.read_text()) for p in configs]
+    taken = {c["name"] for c in plain}
+    index = len(configs)
+    while name is None or name in taken:
+        name, index = f"node{index}", index + 1
+    key_path = folder / "keys" / f"{name}.pem"
+    if not key_path.exists():
+        save_key(NodeKey.generate(), key_path)
+    key = load_key(key_path)
+    bootstrap = [f"{c['listen']}/p2p/{load_key(folder / c['identity']).peer_id}" for c in plain]
+    listen, api = free_port(), free_port()
+    host = plain[0]["listen"].split("/")[2]
+    data = Path(plain[0]["data_dir"]).parent / name
+    spec = NodeSpec(len(configs), name, key.peer_id, listen, api, folder / f"{name}.yaml",
+                    data if data.is_absolute() else folder / data, host, plain[0]["api"]["host"])
+    config = {**plain[0], "name": name, "identity": f"keys/{name}.pem", "listen": spec.listen,
+              "bootstrap": bootstrap, "data_dir": str(data), "api": {**plain[0]["api"], "port": api}}
+    config.pop("attack", None)
+    write_yaml(spec.config_path, config)
+    return spec
+
+
 class Cluster:
     """Starts, watches and stops the node processes of one cluster folder."""
 

@@ -87,7 +87,7 @@ def inner_optimizer(config: NodeConfig, task: Task) -> InnerOptimizer:
 def build_trainer(config: NodeConfig, genesis: Genesis, peer_id: str) -> Trainer:
     task = build_task(config, genesis)
     trainer = Trainer(
-        dataset_name=dataset_name(config, task), node_index=genesis.index_of(peer_id), num_nodes=genesis.n,
+        dataset_name=dataset_name(config, task), node_index=genesis.data_index(peer_id), num_nodes=genesis.n,
         seed=genesis.model.seed, batch_size=config.training.batch_size, lr=None,
         local_steps=config.training.local_steps, partition=partition_of(config), alpha=config.dataset.alpha,
         device=config.training.device, prox_mu=config.training.prox_mu, task=task,
