@@ -195,11 +195,11 @@ def test_adamw_with_accumulation_clipping_prox_and_flipped_labels_agrees_too():
 
 @pytest.mark.slow
 def test_a_group_whose_workers_fail_to_start_is_refused_with_their_reason_and_leaves_nothing():
-    config, genesis, _ = _setup(workers=2)
-    stranger = NodeKey.generate().peer_id  # the workers cannot find this node in the genesis
-    spec = GroupSpec(config, genesis, stranger, ("cpu", "cpu"), threads=1, timeout_s=60)
+    config, genesis, peer = _setup(workers=2)
+    config.dataset.name = "no-such-dataset"  # the workers cannot build the node's trainer
+    spec = GroupSpec(config, genesis, peer, ("cpu", "cpu"), threads=1, timeout_s=60)
     group, before = WorkerGroup(spec, dim=10), _our_workers()
-    with pytest.raises(WorkerGroupError, match=r"did not start: worker \d: ValueError: .* is not in list"):
+    with pytest.raises(WorkerGroupError, match=r"did not start: worker \d: TaskError: .*no-such-dataset"):
         group.start()
     assert group.pids == [] and _our_workers() <= before
 
