@@ -181,22 +181,22 @@ class WorkerGroup:
         spec = self.spec
         ctx = _context()
         port = _free_port()
-        for rank in range(spec.workers):
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, name=f"swarm-train-{rank}", daemon=True,
-                               args=(rank, spec, port, theirs, self._params, self._update))
-            proc.start()
-            theirs.close()
-            self._procs.append(proc)
-            self._conns.append(ours)
         self.starts += 1
         try:
+            for rank in range(spec.workers):
+                ours, theirs = ctx.Pipe()
+                self._conns.append(ours)
+                proc = ctx.Process(target=_worker_main, name=f"swarm-train-{rank}", daemon=True,
+                                   args=(rank, spec, port, theirs, self._params, self._update))
+                proc.start()
+                theirs.close()
+                self._procs.append(proc)
             replies = self._collect("ready", self.start_timeout_s, "start-up")
-        except (WorkerGroupError, OSError, ValueError) as exc:
-            self.last_failure = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the group did not start: said and cleaned up
+            self.last_failure = str(exc) if isinstance(exc, WorkerGroupError) else repr(exc)
             self._shutdown(polite=False)
-            raise WorkerGroupError(f"the worker group of {spec.workers} ({spec.backend}) did not start: {exc}") \
-                from None
+            raise WorkerGroupError(f"the worker group of {spec.workers} ({spec.backend}) did not start: "
+                                   f"{self.last_failure}") from None
         sizes = {reply[2] for reply in replies.values()}  # ("ready", rank, parameters)
         if sizes != {self.dim}:
             self._shutdown(polite=False)
