@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from crypto.envelope import (DOMAIN, MAX_SIGNED_HEAD, Envelope, MessageType, SignedHead, open_signed_head,
                              parse_header, seal)
-from crypto.keys import KeyFileError, NodeKey, load_public_key, public_pem, save_key
+from crypto.keys import KeyFileError, NodeKey, load_key, load_public_key, public_pem, save_key
 from crypto.wire import DecodeError
 
 KEY = NodeKey.from_seed(bytes(range(32)))
@@ -23,8 +23,10 @@ SWARM = "mutants"
 
 
 def reason(call) -> str:
+    """The refusal's reason label; every refusal also says why in words, for the log."""
     with pytest.raises(DecodeError) as caught:
         call()
+    assert len(str(caught.value)) > len(caught.value.reason) + 2, str(caught.value)
     return caught.value.reason
 
 
@@ -115,8 +117,15 @@ def test_public_key_files_that_are_not_ed25519_pem_are_refused(tmp_path):
     x25519 = tmp_path / "x25519.pub"
     x25519.write_bytes(X25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    with pytest.raises(KeyFileError, match="not an Ed25519 key"):
+    with pytest.raises(KeyFileError, match="holds a X25519PublicKey, not an Ed25519 key"):
         load_public_key(x25519)
+    x25519_private = tmp_path / "x25519.pem"
+    x25519_private.write_bytes(X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    x25519_private.chmod(0o600)
+    for load in (load_public_key, load_key):
+        with pytest.raises(KeyFileError, match="holds a X25519PrivateKey, not an Ed25519 key"):
+            load(x25519_private)
 
 
 def test_a_key_from_a_seed_is_that_seed_and_nothing_else():
