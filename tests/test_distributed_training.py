@@ -16,7 +16,13 @@ from crypto.keys import NodeKey
 from swarm.config import ConfigError, Genesis, Member, NodeConfig, TrainingConfig
 from swarm.config_schema import build
 from swarm.training.build import build_node_trainer, build_trainer
-from swarm.training.distributed import GroupSpec, WorkerGroup, WorkerGroupError, group_spec, start_worker_group
+from swarm.training.distributed import (
+    GroupSpec,
+    WorkerGroup,
+    WorkerGroupError,
+    group_spec,
+    start_worker_group,
+)
 from swarm.training.tasks.base import TaskError
 from swarm.training.trainer import Trainer, shard_of
 

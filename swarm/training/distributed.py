@@ -422,8 +422,8 @@ def _leave(dist) -> None:
     if dist.is_initialized():
         try:
             dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - leaving anyway
-            pass
+        except Exception as exc:  # noqa: BLE001 - leaving anyway
+            log.debug("leaving the process group: %r", exc)
 
 
 def _exit_with(sentinel: int) -> None:
