@@ -94,7 +94,7 @@ def test_a_header_that_is_not_exactly_one_header_with_dict_fields_is_refused():
     assert reason(lambda: open_signed_head(signed(header + b"\0", payload_hash), SWARM)) == "trailing_bytes"
     assert reason(lambda: open_signed_head(signed(header[:-1], payload_hash), SWARM)) == "truncated"
     for not_a_dict in ([1, 2], 5, b"bytes", None):
-        assert reason(lambda: parse_header(unsigned(not_a_dict).header())) == "bad_fields", not_a_dict
+        assert reason(lambda value=not_a_dict: parse_header(unsigned(value).header())) == "bad_fields", not_a_dict
     assert reason(lambda: parse_header(b"SWRX" + header[4:])) == "bad_magic"
 
 
