@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 NODES  ?= 4
 ROUNDS ?= 30
 
-.PHONY: install system-deps test test-fast demo bench mutation clean
+.PHONY: install system-deps test test-containers test-fast demo bench mutation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q -ra
+
+# The container cluster test (tests/test_containers.py): podman, a Debian base image and the node image, then the
+# README's compose commands. Opt-in: minutes to build on a cold machine, and its resume step is not yet reliable.
+test-containers: install
+	SWARM_CONTAINER_TESTS=1 bash scripts/system-deps.sh
+	SWARM_CONTAINER_TESTS=1 $(PY) -m pytest -q -ra -m container
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
