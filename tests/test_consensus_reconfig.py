@@ -11,8 +11,8 @@ import pytest
 
 from consensus.configs import ConfigHistory
 from consensus.events import Received
-from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, Entry,
-                                NewTerm, Prepare, Timeout, Vote, entry_from_plain, from_wire, to_wire)
+from consensus.messages import (CatchUpRequest, CatchUpResponse, Commit, CommitCertificate, CommittedEntry, NewTerm,
+                                Prepare, Timeout, Vote, entry_from_plain, from_wire, to_wire)
 from consensus.quorum import sign_fields
 from consensus.replica import ELECTING, Config, Replica
 from consensus.sim.fakecrypto import KeyRing

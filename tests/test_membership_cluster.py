@@ -68,3 +68,60 @@ def test_a_member_is_removed_and_added_back_while_the_swarm_commits(tmp_path):
             raise
     # the stored chain of a member that saw both changes audits clean
     assert swarm(["verify", "--data-dir", str(cluster.spec("node0").data_dir)]) == 0
+
+
+def test_the_swarm_grows_from_4_to_5_and_7_members_and_shrinks_back_to_4(tmp_path):
+    """Joiners outside the genesis (swarm cluster join's recipe: their own keys, configs like node0's) are added
+    one at a time while the swarm commits; each catches up from round 1; then the three leave.
+    After each change every member agrees on the state hash of a later round; a removed member's connections are
+    refused (counted as non_member); swarm verify passes on a member and on a joiner."""
+    from cli.members import submit_change
+    from swarm.ops.cluster import join_spec
+    from tests.cluster_harness import metrics
+
+    folder = tmp_path / "swarm"
+    # 20 local steps a round: the swarm commits more slowly than a joiner replays, so joiners catch up by replay
+    with running_cluster(folder, nodes=4, local_steps=20) as cluster:
+        config0 = str(cluster.spec("node0").config_path)
+        members = ["node0", "node1", "node2", "node3"]
+        try:
+            wait_equal_hashes(cluster, members, 2, timeout=240)
+
+            def change(op, name, peer_id=None):
+                submit_change(config0, op, peer_id or name, name)
+                n = len(members) + (1 if op == "add" else -1)
+                view = wait_until(lambda: (v := members_of(cluster, "node0")) and v["n"] == n and v, 90,
+                                  f"{op} {name} to commit")
+                if op == "add":
+                    members.append(name)
+                else:
+                    members.remove(name)
+                wait_equal_hashes(cluster, members, view["round"] + 2, timeout=150)
+                return view
+
+            joiners = []
+            for _ in range(3):
+                spec = join_spec(folder)
+                cluster.specs.append(spec)
+                cluster.start_node(spec)
+                joiners.append(spec)
+            view = change("add", joiners[0].name, joiners[0].peer_id)
+            assert (view["n"], view["f"], view["quorum"]) == (5, 1, 4)
+            change("add", joiners[1].name, joiners[1].peer_id)
+            view = change("add", joiners[2].name, joiners[2].peer_id)
+            assert (view["n"], view["f"], view["quorum"]) == (7, 2, 5)
+            for spec in joiners:  # each joiner replays the chain from round 1 until it applies its own addition
+                wait_until(lambda s=spec: (members_of(cluster, s.name) or {}).get("this_node") == "member", 240,
+                           f"{spec.name} to catch up to its addition")
+            for spec in reversed(joiners):
+                view = change("remove", spec.name)
+            assert (view["n"], view["f"], view["quorum"]) == (4, 1, 3)
+            assert [h["op"] for h in view["history"]] == ["add"] * 3 + ["remove"] * 3
+            assert members_of(cluster, joiners[0].name)["this_node"] == "not a member"
+            wait_until(lambda: any("non_member" in k for k, v in metrics(cluster, "node0").items() if v > 0), 60,
+                       "a removed member's connection to be refused")
+        except AssertionError:
+            print(*(logs_tail(cluster, name, 40) for name in ("node0", "node4", "node6")), sep="\n----\n")
+            raise
+    assert swarm(["verify", "--data-dir", str(cluster.spec("node1").data_dir)]) == 0
+    assert swarm(["verify", "--data-dir", str(joiners[1].data_dir)]) == 0
