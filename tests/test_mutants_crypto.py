@@ -145,7 +145,15 @@ def test_a_saved_key_creates_its_folders_and_is_never_on_disk_with_a_wider_mode(
 
     path = tmp_path / "a" / "b" / "node.pem"
     modes = []
-    monkeypatch.setattr(crypto.keys.os, "chmod", lambda p, mode: modes.append(stat.S_IMODE(os.stat(p).st_mode)))
+    real_chmod = os.chmod
+
+    def chmod(target, mode, *args, **kwargs):
+        # os.chmod is process-wide: only this file's call is recorded (a thread left by another test may chmod too)
+        if str(target) == str(path):
+            modes.append(stat.S_IMODE(os.stat(target).st_mode))
+        return real_chmod(target, mode, *args, **kwargs)
+
+    monkeypatch.setattr(crypto.keys.os, "chmod", chmod)
     old = os.umask(0)
     try:
         save_key(KEY, path)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
+from consensus.quorum import Membership
 from swarm.config import ApiConfig
 from swarm.ledger import reputation
 from swarm.ledger.store import Store
@@ -161,11 +162,13 @@ def status_view(node: NodeView) -> dict:
     now_wall = time.time()
     connected = {peer: info for peer, info in node.transport.peers().items()}
     last = node.history[-1] if node.history else None
+    config = Membership(node.state.members)
     return {
         "peer_id": node.id, "name": node.name, "swarm_id": node.genesis.swarm_id,
         "listen_addrs": node.transport.listen_addrs,
         "uptime_s": round(now_wall - node.started, 3),
-        "n": node.genesis.n, "f": node.genesis.f, "quorum": node.genesis.quorum,
+        # the configuration in force (the genesis one until a membership change commits)
+        "n": config.n, "f": config.f, "quorum": config.quorum,
         "term": core.term, "role": core.role,
         "leader": core.leader, "leader_name": node.genesis.name_of(core.leader) if core.leader else None,
         "round": node.state.round, "state_hash": node.state.hash.hex(),
