@@ -27,7 +27,8 @@ def _stub_node(tmp_path, rounds: int):
     gradients = {}
     states = [node.state]
     for r in range(1, rounds + 1):
-        states.append(SimpleNamespace(round=r, hash=bytes([r]) * 32, reputation=node.state.reputation))
+        states.append(SimpleNamespace(round=r, hash=bytes([r]) * 32, reputation=node.state.reputation,
+                                      members=node.state.members))
         for i in range(3):
             digest = bytes([r, i]) * 16
             gradients[digest] = SimpleNamespace(round=r, sender=f"peer{i}", raw=b"envelope %d %d" % (r, i) * 100)
