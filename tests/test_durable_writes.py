@@ -190,3 +190,45 @@ def test_a_live_node_retries_a_failed_payload_write_and_keeps_every_payload(tmp_
         assert all(store.gradient_envelope(d) is not None for d in row.entry["gradients"]), row.round
     store.close()
     assert any("Too many open files" in r.getMessage() for r in caplog.records)
+
+
+def test_a_follower_writes_the_payloads_before_it_answers_a_valid_proposal(tmp_path, monkeypatch):
+    """The core Prepares only after ValidationResult(ok): by then the payloads the entry names are in the store, so
+    a commit certificate means 2f+1 members hold them on disk (a swarm stopped all at once between a commit and its
+    adoption lost them before, and the committed round could never be replayed). Adopting the round later does not
+    write them again."""
+    from consensus.events import ValidationResult
+
+    node = _stub_node(tmp_path, rounds=1)
+    real = node.store.add_gradients
+    writes = []
+    monkeypatch.setattr(node.store, "add_gradients", lambda rows: (writes.append(len(rows)), real(rows))[1])
+    answers = []
+    node.step = lambda event: answers.append(
+        (event, all(node.store.gradient_envelope(d) is not None for d in node.gradients)))
+    node.mark_phase = lambda term, round_, phase: None
+    committed = _committed(node, 1)
+
+    async def scenario():
+        worker = StateWorker(node)
+        task = asyncio.create_task(worker.run())
+        try:
+            worker.validate(1, 1, committed.entry)
+            async with asyncio.timeout(10):
+                while not answers:
+                    await asyncio.sleep(0.01)
+            worker.commit(committed)
+            async with asyncio.timeout(10):
+                while not node.seen_at_commit:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+    (event, held), = answers
+    assert isinstance(event, ValidationResult) and event.ok
+    assert held, "the follower answered before the payloads were on disk"
+    assert writes == [3], writes  # written once, at validation
+    assert node.seen_at_commit == [(1, 1, True)]
+    assert sorted(node.store.gradient_senders(list(node.gradients))) == ["peer0", "peer1", "peer2"]
+    node.store.close()

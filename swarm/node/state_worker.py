@@ -10,6 +10,12 @@ and checked: a failure (out of file descriptors, a full disk) is logged as an er
 (/status "store_errors", /metrics) and retried until it holds. The applied state becomes the node's, and the node
 reports the round and starts the next one (``node.after_commit``), only once the round's payloads are written, so
 a restart's replay and ``swarm verify`` find every committed round's payloads on a node that reported it.
+
+The payloads an entry names are written before we vote for it too (a leader's before it proposes, a follower's
+before its ValidationResult lets the core Prepare), so a commit certificate means that at least 2f+1 members hold
+them on disk. Otherwise a swarm stopped all at once between a commit and its adoption (``docker compose down``)
+held the round's gradients only in memory and lost them everywhere: the round was committed and could never be
+replayed.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ log = logging.getLogger("swarm.node")
 APPLY_RETRY_S = 1.0
 STORE_RETRY_FIRST_S = 0.25  # a failed write after a commit is retried after this, doubling up to the next
 STORE_RETRY_MAX_S = 10.0
+KEPT_MEMORY = 4096  # digests of payloads written, remembered so that adopting an entry does not write them again
 
 
 class StateWorker:
@@ -45,6 +52,7 @@ class StateWorker:
         self._jobs: asyncio.Queue = asyncio.Queue()
         self._retry_scheduled = False
         self._refusals_logged: set[bytes] = set()  # late gradients whose refusal was logged (once each)
+        self._kept: dict[tuple[bytes, int], None] = {}  # (digest, round) written by this process, newest last
 
     async def run(self) -> None:
         while True:
@@ -126,6 +134,7 @@ class StateWorker:
                       rule=node.rules.rule, params=params, state_hash=applied.state.hash,
                       parent_state_hash=state.hash, members=named)
         node.entries.applied[entry.digest()] = applied
+        await self.keep_payloads(entry)
         node.step(ProposalBuilt(entry))
 
     def late_gradients(self, state: ReplicatedState, fresh: list) -> list:
@@ -152,6 +161,7 @@ class StateWorker:
             ok = applied.state.hash == entry.state_hash
             if ok:
                 node.entries.applied[entry.digest()] = applied
+                await self.keep_payloads(entry)
             else:
                 log.warning("proposal for round %d in term %d gives another state hash: rejected", round_, term)
         except (InvalidEntry, DecodeError) as exc:
@@ -208,20 +218,31 @@ class StateWorker:
         until written) for restarts, audits and lagging peers."""
         node = self.node
         entry = committed.entry
+        await self.keep_payloads(entry)
+        node.evidence.on_commit(entry.params.get("evidence", []), entry.round)
+        node.state = applied.state
+
+    async def keep_payloads(self, entry: Entry) -> None:
+        """Write the gradient envelopes ``entry`` names (fresh and late) that this process has not written yet,
+        under the entry's round (retention keeps them as long as that entry's replay needs them)."""
+        node = self.node
         rows = []
         late = [digest for digest, _s in staleness.from_params(entry.params, node.rules.staleness_bound,
                                                                  node.genesis.n)]
         for digest in [*entry.gradient_digests, *late]:
+            if (digest, entry.round) in self._kept:
+                continue
             gradient = node.pool.by_digest(digest) or node.entries.fetched.get(digest)
             if gradient is not None:
-                # stored under the round whose entry names it: retention keeps it as long as that entry's replay
                 rows.append((digest, entry.round, gradient.sender, gradient.raw))
             elif node.store.gradient_envelope(digest) is None:
                 log.error("round %d: payload %s applied but not kept", entry.round, digest.hex()[:12])
         if rows:
             await self.write(f"payloads of round {entry.round}", node.store.add_gradients, rows)
-        node.evidence.on_commit(entry.params.get("evidence", []), entry.round)
-        node.state = applied.state
+            for digest, round_, _sender, _raw in rows:
+                self._kept[(digest, round_)] = None
+            while len(self._kept) > KEPT_MEMORY:
+                del self._kept[next(iter(self._kept))]
 
     async def _resync_from_snapshot(self, entry: Entry) -> bool:
         """Replace our state by a peer's snapshot whose hash the commit certificate signs (fetched by that hash)."""
