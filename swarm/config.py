@@ -97,6 +97,10 @@ class ConsensusConfig:
     heartbeat_s: float = field(default=0.3, metadata={"min": 0.01, "max": 60.0})
     election_timeout_s: float = field(default=2.0, metadata={"min": 0.05, "max": 600.0})
     collection_timeout_s: float = field(default=3.0, metadata={"min": 0.05, "max": 3600.0})
+    # The longest any consensus timeout may grow to (round, leader silence, election). Unset: derived from the model
+    # (swarm/node/limits.py: at least 120 s, and twice the time to fetch the largest payload at a slow link's rate),
+    # so that a large model's rounds are not cut short forever. A value too short to fetch one update is refused.
+    max_timeout_s: float | None = field(default=None, metadata={"min": 1.0, "max": 86400.0})
     snapshot_every: int = field(default=10, metadata={"min": 1})
     # Committed entries the consensus core keeps in memory to serve catch-up; older ones are read from the store.
     memory_rounds: int = field(default=256, metadata={"min": 1})

@@ -37,7 +37,7 @@ from swarm.node.fetch import fetch_by_digest
 from swarm.node.heap import release_free_memory
 from swarm.node.inbound import Inbound
 from swarm.node.membership_desk import MembershipDesk
-from swarm.node.limits import fetch_timeout_s, settle_payload_limit
+from swarm.node.limits import fetch_timeout_s, settle_payload_limit, timeout_cap_s
 from swarm.node.own_gradient import OwnGradientFile
 from swarm.node.peer_scores import PeerScores
 from swarm.node.records import Metrics, PhaseClock
@@ -80,6 +80,7 @@ class Node:
         # Limits follow the model (node/limits.py): refused here, before anything is opened, when they cannot hold it.
         config.transport.max_payload_bytes = settle_payload_limit(config.transport, self.dim, genesis.n)
         self.fetch_timeout_s = fetch_timeout_s(config.transport.max_payload_bytes)
+        self.timeout_cap_s = timeout_cap_s(config.consensus, self.dim, config.transport.max_payload_bytes)
         privacy = node_settings(genesis, config, self.trainer)  # a looser override is refused here, before the store
         self.store = Store(config.data_dir)
         self.state = self.genesis_state
@@ -134,7 +135,8 @@ class Node:
         self.crypto = Ed25519Crypto(self.key)
         self._restore_state()
         c = self.config.consensus
-        timing = TimingConfig(heartbeat_interval=c.heartbeat_s, min_round_timeout=c.election_timeout_s)
+        timing = TimingConfig(heartbeat_interval=c.heartbeat_s, min_round_timeout=c.election_timeout_s,
+                              max_timeout=self.timeout_cap_s)
         # The core keeps only the newest ``memory_rounds`` entries; it reads older ones back through LoadEntries.
         first = max(1, self.store.last_round() - c.memory_rounds + 1)
         persisted = persisted_state(self.store.get_meta("hard"), list(self._stored_committed(first)),
