@@ -8,7 +8,6 @@ a file are taken relative to that file's folder, so a cluster folder can be move
 from __future__ import annotations
 
 import hashlib
-
 import os
 import stat
 from dataclasses import dataclass, field

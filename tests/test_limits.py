@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 
 from swarm.config import ConfigError, ConsensusConfig, TransportConfig
-from swarm.node.limits import (DEFAULT_MAX_PAYLOAD_BYTES, MIN_TIMEOUT_CAP_S, fetch_timeout_s, needed_payload_bytes,
-                               settle_payload_limit, timeout_cap_s)
+from swarm.node.limits import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MIN_TIMEOUT_CAP_S,
+    fetch_timeout_s,
+    needed_payload_bytes,
+    settle_payload_limit,
+    timeout_cap_s,
+)
 
 
 def test_a_model_past_8m_parameters_raises_the_default_limit_instead_of_hitting_it():
