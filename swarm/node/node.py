@@ -129,7 +129,8 @@ class Node:
                                self.config.transport, Callbacks(
                                    on_payload=inbound.on_payload, on_control=inbound.on_control,
                                    on_misbehaviour=inbound.on_misbehaviour, on_peer_change=self._on_peer_change,
-                                   get_payload=self.payloads.get, may_fetch=inbound.may_fetch))
+                                   get_payload=self.payloads.get, get_range=self.payloads.get_range,
+                                   may_fetch=inbound.may_fetch))
 
     def _make_core(self) -> Replica:
         self.crypto = Ed25519Crypto(self.key)

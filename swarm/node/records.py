@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Metrics:
     store_write_failing: str | None = None
     privacy: PrivacySpent | None = None  # None: the genesis has differential privacy off
     training_workers: int = 1  # processes computing this node's local update (training.workers)
+    snapshot_transfer: Any = None  # the TransferProgress of the newest snapshot fetched in chunks (snapshot_transfer.py)
     rejected: Counter = field(default_factory=Counter)
     round_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     commit_seconds: deque = field(default_factory=lambda: deque(maxlen=512))

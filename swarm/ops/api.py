@@ -179,12 +179,20 @@ def status_view(node: NodeView) -> dict:
         "store_errors": store_errors_view(node),
         "privacy": privacy_view(node),
         "training_workers": node.metrics.training_workers,
+        "snapshot_transfer": snapshot_transfer_view(node),
         "rule": node.rules.rule,
         "peers": [{"peer_id": peer, "name": node.genesis.name_of(peer), "connected": info.connected,
                    "last_seen": info.last_seen_wall,
                    "last_seen_ago_s": None if info.last_seen_wall is None else round(now_wall - info.last_seen_wall, 3)}
                   for peer, info in sorted(connected.items())],
     }
+
+
+def snapshot_transfer_view(node: NodeView) -> dict | None:
+    """The certified snapshot being fetched in chunks, or the last one (None: none since the start): what, its
+    hash prefix, state, bytes done of the total, and bytes from each peer."""
+    progress = node.metrics.snapshot_transfer
+    return None if progress is None else progress.view()
 
 
 def store_errors_view(node: NodeView) -> dict:

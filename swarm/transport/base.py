@@ -14,6 +14,8 @@ OnControl = Callable[[str, bytes], Awaitable[None]]                  # (peer_id,
 OnMisbehaviour = Callable[[str, str], Awaitable[None]]               # (peer_id, reason)
 OnPeerChange = Callable[[str, bool], Awaitable[None]]                # (peer_id, connected)
 GetPayload = Callable[[bytes], "Awaitable[bytes | None] | bytes | None"]  # digest -> payload, sync or async
+# (digest, offset, length) -> (total size of the object, its bytes from offset: length of them, fewer at its end)
+GetRange = Callable[[bytes, int, int], "Awaitable[tuple[int, bytes] | None]"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class PushResult:
 
 @dataclass
 class Callbacks:
-    """The node's hooks; any left as None is ignored (get_payload None = serve nothing; may_fetch None = any
+    """The node's hooks; any left as None is ignored (get_payload / get_range None = serve nothing; may_fetch None = any
     member may fetch). ``may_fetch(peer_id)`` is called from the transport's thread and must not block: False (a
     peer the node has banned) means its fetch and push streams are reset before any body is read, each reported as
     misbehaviour "banned" (a drop to count, not a new offence). Misbehaviour reasons are fixed texts
@@ -48,6 +50,7 @@ class Callbacks:
     on_misbehaviour: OnMisbehaviour | None = None
     on_peer_change: OnPeerChange | None = None
     get_payload: GetPayload | None = None
+    get_range: GetRange | None = None
     may_fetch: Callable[[str], bool] | None = None
 
 
@@ -72,6 +75,11 @@ class Transport(Protocol):
 
     async def fetch(self, peer_id: str, digest: bytes) -> bytes | None:
         """Ask ``peer_id`` for the payload with this SHA-256 digest; None if it has none or the answer is bad."""
+
+    async def fetch_range(self, peer_id: str, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
+        """Ask ``peer_id`` for ``length`` bytes (at most bulk.MAX_RANGE_BYTES) from ``offset`` of the object with
+        this SHA-256 digest: (its total size, the bytes; fewer only at its end), or None if it has none, refused or
+        failed. The bytes are not checked against anything: the caller verifies the whole object."""
 
     def send(self, peer_id: str, data: bytes) -> bool:
         """Queue a control message for ``peer_id`` (in order, at most once); False if an older message was dropped."""

@@ -6,9 +6,17 @@ same stream, and half-closes it when done (the receiver ends its side at that cl
 a protocol negotiation (a round trip, several ms) per push and keeps yamux's grown receive window. A fetch is
 one stream per request: [digest] answered by [status][header][body]. Bodies are written in one call (yamux and
 noise split them) and read in big chunks in a loop.
+
+A ranged fetch (RANGE_PROTOCOL, for snapshots of hundreds of megabytes, fetched in chunks from several members by
+swarm/node/snapshot_transfer.py) is one stream per range: [RANGE_REQUEST: magic, digest, offset, length] answered
+by [RANGE_ANSWER: status, total size, length][body]. Both sides check every number before a body byte moves: a
+range is at most MAX_RANGE_BYTES, starts inside the object, and the answer holds exactly the bytes asked for (fewer
+only at the end of the object) of an object no bigger than the requester's limit. The range's bytes cannot be
+checked here (only the whole object has a known digest): the transfer manager does that.
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -19,6 +27,13 @@ from swarm.transport.framing import (ACK_BAD_DIGEST, ACK_OK, ACK_TEXT, ACK_TOO_B
 
 PUSH_PROTOCOL = "/swarm/push/1.0.0"
 FETCH_PROTOCOL = "/swarm/fetch/1.0.0"
+RANGE_PROTOCOL = "/swarm/fetch-range/1.0.0"
+
+RANGE_MAGIC = b"SWR1"
+RANGE_REQUEST = struct.Struct(">4s32sQI")  # magic, digest, offset, length
+RANGE_ANSWER = struct.Struct(">BQI")       # status, total size of the object, length of the body that follows
+MAX_RANGE_BYTES = 16 << 20
+RANGE_OK, RANGE_NOT_FOUND, RANGE_REFUSED = ACK_OK, NOT_FOUND, 5
 
 
 class PushStreamBroken(Exception):
@@ -127,3 +142,74 @@ async def serve_fetch(stream: Any, lookup: Callable[[bytes], Awaitable[bytes | N
         return
     await stream.write(bytes([ACK_OK]) + bulk_header(len(data), digest))
     await stream.write(data)
+
+
+class RangeRefused(Exception):
+    """The peer refused our range request as malformed (status RANGE_REFUSED)."""
+
+
+def range_request(digest: bytes, offset: int, length: int) -> bytes:
+    if len(digest) != DIGEST_BYTES or offset < 0 or not 0 < length <= MAX_RANGE_BYTES:
+        raise ValueError(f"bad range request: offset {offset}, length {length}, digest of {len(digest)} bytes")
+    return RANGE_REQUEST.pack(RANGE_MAGIC, digest, offset, length)
+
+
+async def request_range(stream: Any, digest: bytes, offset: int, length: int,
+                        max_total: int) -> tuple[int, bytes] | None:
+    """Ask for ``length`` bytes of ``digest`` from ``offset``: (total size, bytes), or None if the peer has no
+    such object. Raises RangeRefused when the peer refused the request, FrameError when its answer breaks the rules
+    (an object over ``max_total``, a range it should not hold, a body longer or shorter than the range)."""
+    await stream.write(range_request(digest, offset, length))
+    status, total, got = RANGE_ANSWER.unpack(await read_exact(stream, RANGE_ANSWER.size))
+    if status == RANGE_NOT_FOUND:
+        return None
+    if status == RANGE_REFUSED:
+        raise RangeRefused(f"range {offset}+{length} refused")
+    if status != RANGE_OK:
+        raise FrameError(f"bad range status {status}")
+    if total > max_total:
+        raise FrameError(f"announced an object of {total} bytes, over the {max_total} byte limit")
+    if offset >= total:
+        raise FrameError(f"answered range {offset}+{length} of an object of only {total} bytes")
+    if got != min(length, total - offset):
+        raise FrameError(f"answered {got} bytes for range {offset}+{length} of a {total}-byte object")
+    return total, await read_exact(stream, got)
+
+
+def parse_range_request(raw: bytes) -> tuple[bytes, int, int]:
+    """(digest, offset, length) of a range request; FrameError with the reason when it is malformed."""
+    magic, digest, offset, length = RANGE_REQUEST.unpack(raw)
+    if magic != RANGE_MAGIC:
+        raise FrameError(f"bad range request magic {magic!r}")
+    if not 0 < length <= MAX_RANGE_BYTES:
+        raise FrameError(f"range request of {length} bytes (1 to {MAX_RANGE_BYTES} allowed)")
+    return digest, offset, length
+
+
+async def serve_range(stream: Any, lookup: Callable[[bytes, int, int], Awaitable[tuple[int, bytes] | None]],
+                      max_total: int) -> None:
+    """Answer one range request using ``lookup(digest, offset, length) -> (total, bytes) | None``. A malformed
+    request, or one that starts past the end of the object, is answered RANGE_REFUSED and raises FrameError (the
+    engine logs the reason and reports the peer). A lookup that breaks the rules itself is answered not found."""
+    try:
+        digest, offset, length = parse_range_request(await read_exact(stream, RANGE_REQUEST.size))
+    except FrameError:
+        await _try_write(stream, RANGE_ANSWER.pack(RANGE_REFUSED, 0, 0))
+        raise
+    found = await lookup(digest, offset, length)
+    if found is not None:
+        total, data = found
+        if 0 < total and offset >= total:
+            await _try_write(stream, RANGE_ANSWER.pack(RANGE_REFUSED, total, 0))
+            raise FrameError(f"range request at offset {offset} past the end of a {total}-byte object")
+        if total == 0 or total > max_total or len(data) != min(length, total - offset):
+            found = None
+    if found is None:
+        await stream.write(RANGE_ANSWER.pack(RANGE_NOT_FOUND, 0, 0))
+        return
+    header = RANGE_ANSWER.pack(RANGE_OK, total, len(data))
+    if len(data) < (1 << 16):
+        await stream.write(header + data)
+    else:
+        await stream.write(header)
+        await stream.write(data)

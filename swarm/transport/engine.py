@@ -96,6 +96,7 @@ class Engine:
         self.host.set_stream_handler(CONTROL_PROTOCOL, self._guard(self._on_control_stream))
         self.host.set_stream_handler(bulk.PUSH_PROTOCOL, self._guard(self._on_push_stream))
         self.host.set_stream_handler(bulk.FETCH_PROTOCOL, self._guard(self._on_fetch_stream))
+        self.host.set_stream_handler(bulk.RANGE_PROTOCOL, self._guard(self._on_range_stream))
         async with self.host.run(listen_addrs=[listen]):
             self.listen_addrs = [str(a) for a in self.host.get_addrs()]
             if not self.listen_addrs:  # libp2p logs a failed bind and carries on; a node that cannot listen must not
@@ -356,9 +357,36 @@ class Engine:
         refused: the stream is reset. Only the second is reported as flooding (once a second at most): an honest
         node fetches one payload at a time, but one catching up on many rounds may well outrun the rate, and it
         should only slow down. A member the node has banned is refused without a report."""
+        if not await self._admit_fetch(member, stream):
+            return
+        try:
+            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
+                await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
+        finally:
+            member.fetch_slots.release()
+        with trio.move_on_after(1):
+            await stream.close()
+
+    async def _on_range_stream(self, member: Member, stream: Any) -> None:
+        """Serve one range of an object (a chunk of a snapshot), under the same rate and slots as a fetch: a
+        range costs at most a file read of MAX_RANGE_BYTES. A malformed request or a range outside the object is
+        refused with a status byte, logged with its reason and reported as a malformed frame (``_guard``)."""
+        if not await self._admit_fetch(member, stream):
+            return
+        try:
+            with trio.fail_after(10.0 + bulk.MAX_RANGE_BYTES / (1 << 20)):
+                await bulk.serve_range(stream, self.sink.lookup_range, self.config.max_payload_bytes)
+        finally:
+            member.fetch_slots.release()
+        with trio.move_on_after(1):
+            await stream.close()
+
+    async def _admit_fetch(self, member: Member, stream: Any) -> bool:
+        """A fetch or range request from ``member`` may be served now (one of its fetch slots is then taken, for
+        the caller to release); otherwise its stream is reset, as ``_on_fetch_stream`` says."""
         if not self.sink.may_fetch(member.peer_id):
             await bulk.reset(stream)
-            return
+            return False
         now = time.monotonic()
         if member.fetch_budget is None:
             member.fetch_budget = TokenBucket(self.config.fetches_per_s, self.config.fetch_burst, now)
@@ -369,14 +397,8 @@ class Engine:
             if not over_rate and now - member.flooding_reported_at >= FLOODING_REPORT_S:
                 member.flooding_reported_at = now
                 self.sink.misbehaviour(member.peer_id, FLOODING)
-            return
-        try:
-            with trio.fail_after(10.0 + self.config.max_payload_bytes / (1 << 20)):
-                await bulk.serve_fetch(stream, self.sink.lookup, self.config.max_payload_bytes)
-        finally:
-            member.fetch_slots.release()
-        with trio.move_on_after(1):
-            await stream.close()
+            return False
+        return True
 
     # ---- outbound operations (called through the bridge) --------------------------------------------------
     async def push(self, payload: bytes, to: frozenset[str] | None = None) -> dict[str, PushResult]:
@@ -467,6 +489,38 @@ class Engine:
                 return data
         except Exception as exc:  # noqa: BLE001 - a failed fetch is just None
             log.debug("fetch from %s failed: %r", peer_id[:16], exc)
+            return None
+
+
+    async def fetch_range(self, peer_id: str, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
+        """One range of an object from one member (bulk.request_range); None when it has none, refused the
+        request or failed. An answer that breaks the rules is logged with its reason and reported."""
+        member = self.members.get(peer_id)
+        if member is None or len(digest) != 32 or offset < 0 or not 0 < length <= bulk.MAX_RANGE_BYTES:
+            return None
+        try:
+            with trio.fail_after(10.0 + length / (1 << 20)):
+                stream = await self.host.new_stream(ID.from_base58(peer_id), [bulk.RANGE_PROTOCOL])
+                try:
+                    answer = await bulk.request_range(stream, digest, offset, length, self.config.max_payload_bytes)
+                except FrameError as exc:
+                    log.info("bad range answer from %s: %s", peer_id[:16], _clip(exc))
+                    self.sink.misbehaviour(peer_id, BAD_FETCH_ANSWER)
+                    await bulk.reset(stream)
+                    return None
+                except bulk.RangeRefused as exc:
+                    log.info("%s refused our range request: %s", peer_id[:16], exc)
+                    await bulk.reset(stream)
+                    return None
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await bulk.reset(stream)
+                    raise
+                with trio.move_on_after(1):
+                    await stream.close()
+                return answer
+        except Exception as exc:  # noqa: BLE001 - a failed range fetch is just None
+            log.debug("range fetch from %s failed: %r", peer_id[:16], exc)
             return None
 
 

@@ -78,6 +78,12 @@ class Libp2pTransport:
         except BridgeClosed:
             return None
 
+    async def fetch_range(self, peer_id: str, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
+        try:
+            return await self._thread.run(self._engine.fetch_range, peer_id, bytes(digest), offset, length)
+        except BridgeClosed:
+            return None
+
     def send(self, peer_id: str, data: bytes) -> bool:
         member = self._engine.members.get(peer_id)
         if member is None:
@@ -158,6 +164,11 @@ class Libp2pTransport:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    async def lookup_range(self, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
+        if self.callbacks.get_range is None:
+            return None
+        return await self._thread.await_asyncio(self.callbacks.get_range(digest, offset, length))
 
     async def control_backlog(self) -> None:
         if self._pending > BACKLOG_HIGH:
