@@ -124,6 +124,7 @@ def test_a_multi_chunk_snapshot_comes_from_three_servers_at_once(tmp_path: Path)
             assert sum(transfer.progress.by_peer.values()) == len(BLOB)
             assert set(transfer.progress.by_peer) == {swarm.peer(s) for s in servers}
             assert sum(len(s.served) for s in servers) == CHUNKS
+            assert swarm.misbehaviour == []   # two chunks at a time per server stays within its fetch slots
             view = transfer.progress.view()
             assert (view["state"], view["total"], view["done_bytes"], view["chunks"]) == ("done", len(BLOB),
                                                                                            len(BLOB), CHUNKS)

@@ -194,8 +194,10 @@ class PartFile:
                     handle.seek(self.span(index)[1], os.SEEK_CUR)
         return hasher.digest()
 
-    def read_all(self) -> bytes:
-        return self.data_path.read_bytes()
+    def read_verified(self) -> bytes | None:
+        """The whole file if it hashes to the digest (one read, hashed in memory), else None."""
+        data = self.data_path.read_bytes()
+        return data if hashlib.sha256(data).digest() == self.digest else None
 
     def discard(self) -> None:
         for path in (self.data_path, self.record_path):
@@ -284,13 +286,14 @@ class SnapshotTransfer:
             self._pending = {i: set() for i in range(self.file.chunks) if i not in self.file.done}
         await self._fetch(self._store_chunk, give_up_unplaced=False)
         self.progress.state = "verifying"
-        if await asyncio.to_thread(self.file.digest_with, {}) == self.digest:
-            return await self._finish()
+        data = await asyncio.to_thread(self.file.read_verified)
+        if data is not None:
+            return await self._finish(data)
         log.warning("%s: the assembled %d bytes do not hash to the certified digest: finding the bad chunks",
                     self.progress.label, self.file.total)
         self.progress.state = "localising"
-        if await self._localise():
-            return await self._finish()
+        if await self._localise() and (data := await asyncio.to_thread(self.file.read_verified)) is not None:
+            return await self._finish(data)
         self.progress.state = "failed"
         log.error("%s: could not put together bytes that hash to the certified digest; starting afresh next time",
                   self.progress.label)
@@ -314,12 +317,11 @@ class SnapshotTransfer:
         log.warning("%s: trying again with the size other peers announced", self.progress.label)
         return True
 
-    async def _finish(self) -> bytes:
+    async def _finish(self, data: bytes) -> bytes:
         self.progress.state = "done"
         liars = [peer for peer, total in self._claims.items() if total != self.file.total]
         for peer in liars:
             self._report(peer, f"announced {self._claims[peer]} bytes for a {self.file.total}-byte snapshot")
-        data = await asyncio.to_thread(self.file.read_all)
         await asyncio.to_thread(self.file.discard)
         elapsed = time.time() - self.progress.started
         log.info("%s: %d bytes fetched and verified in %.1f s (%d resumed from disk) from %d peer(s)",
