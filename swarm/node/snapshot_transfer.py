@@ -209,9 +209,12 @@ class PartFile:
         """Drop part files of other objects but the ``keep`` most recently touched."""
         if not self.directory.exists():
             return
-        others = sorted((p for p in self.directory.glob("*.part") if p != self.data_path),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in others[keep:]:
+        others = []
+        for path in self.directory.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if path != self.data_path:
+                    others.append((path.stat().st_mtime, path))
+        for _mtime, path in sorted(others, reverse=True)[keep:]:
             for stale in (path, path.with_suffix(".json")):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
