@@ -19,8 +19,9 @@ import trio
 from consensus.messages import Entry
 from swarm.ledger.state import ReplicatedState, genesis_state
 from swarm.ledger.store import Store
+from swarm.node.part_file import PartFile
 from swarm.node.serve import PayloadServer
-from swarm.node.snapshot_transfer import PartFile, SnapshotTransfer, TransferSettings
+from swarm.node.snapshot_transfer import SnapshotTransfer, TransferSettings
 from swarm.node.state_worker import StateWorker
 from swarm.ops.api import status_view
 from swarm.transport import bulk
