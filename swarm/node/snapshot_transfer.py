@@ -193,13 +193,14 @@ class SnapshotTransfer:
         failed = self.progress.total
         if failed is not None:
             self._failed_totals.add(failed)
-        others = {total for total in self._claims.values() if total not in self._failed_totals}
+        others = {total for total in self._claims.values()
+                  if total not in self._failed_totals and total <= self.max_total}
         if not others:
             return False
         for peer, state in self._peers.items():
-            if state.excluded and self._claims.get(peer) in others:
+            if state.excluded and self._claims.get(peer) in others and peer not in self.progress.reported:
                 state.excluded = None   # it announced the size we try now
-        self.progress.total = None
+        self.progress.total, self.progress.done_bytes, self.progress.chunks_done = None, 0, 0
         log.warning("%s: trying again with the size other peers announced", self.progress.label)
         return True
 
