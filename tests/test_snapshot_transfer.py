@@ -145,7 +145,10 @@ def test_a_server_killed_mid_transfer_costs_only_its_missing_chunks(tmp_path: Pa
             victim_bytes = transfer.progress.by_peer[swarm.peer(victim)]
             assert 0 < victim_bytes <= 2 * CHUNK           # it gave its first chunks, then died mid-request
             assert sum(transfer.progress.by_peer.values()) == len(BLOB)   # no chunk fetched twice: no restart
-            assert not swarm.fetcher.peers()[swarm.peer(victim)].connected
+            deadline = time.monotonic() + 10                 # it is really gone (its stop takes a moment)
+            while swarm.fetcher.peers()[swarm.peer(victim)].connected:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
 
     asyncio.run(go())
 
@@ -213,8 +216,9 @@ def test_a_fetcher_stopped_mid_transfer_resumes_from_disk(tmp_path: Path) -> Non
             second, _ = swarm.transfer(tmp_path)                         # a new process, the same data dir
             assert await second.run() == BLOB
             served_after = Counter(o // CHUNK for s in servers for o in s.served) - served_before
-            assert sum(second.requests.values()) == CHUNKS - len(done) + 1
-            assert set(served_after) == (set(range(CHUNKS)) - done) | {torn}
+            missing = (set(range(CHUNKS)) - done) | {torn}
+            assert set(second.requests) == missing and set(served_after) == missing   # no done chunk asked again
+            assert sum(second.progress.by_peer.values()) == sum(min(CHUNK, len(BLOB) - i * CHUNK) for i in missing)
             assert second.progress.resumed_bytes == sum(min(CHUNK, len(BLOB) - i * CHUNK) for i in done - {torn})
 
     asyncio.run(go())

@@ -23,6 +23,10 @@ class PartFile:
         self.record_path = self.directory / f"{digest.hex()}.json"
         self.total: int | None = None
         self.done: dict[int, tuple[str, str]] = {}   # index -> (sha256 hex of the chunk, provider peer)
+        # The SHA-256 of the chunks 0 .. prefix-1, fed as they are written in order (chunks mostly arrive so), so
+        # the whole need not be read and hashed again at the end; None once a chunk in it was rewritten.
+        self._running: hashlib._Hash | None = hashlib.sha256()
+        self._prefix = 0
 
     @property
     def chunks(self) -> int:
@@ -43,26 +47,30 @@ class PartFile:
         if chunk_bytes != self.chunk_bytes or total <= 0 or not self.data_path.exists():
             return 0  # another chunk size (a changed setting): start afresh
         self.total, kept = total, 0
+        listed: dict[int, tuple[str, str]] = {}
+        for key, entry in done.items():
+            try:
+                (sha, provider), index = entry, int(key)
+            except (ValueError, TypeError):
+                continue
+            if 0 <= index < self.chunks:
+                listed[index] = (str(sha), str(provider))
         with open(self.data_path, "rb") as handle:
-            for key, entry in done.items():
-                try:
-                    index, (sha, provider) = int(key), entry
-                except (ValueError, TypeError):
-                    continue
-                if not 0 <= index < self.chunks:
-                    continue
+            for index, (sha, provider) in sorted(listed.items()):
                 offset, length = self.span(index)
                 handle.seek(offset)
                 data = handle.read(length)
                 if len(data) == length and hashlib.sha256(data).hexdigest() == sha:
-                    self.done[index] = (sha, str(provider))
+                    self.done[index] = (sha, provider)
                     kept += length
+                    self._feed(index, data)
         return kept
 
     def start(self, total: int) -> None:
         """A fresh file of ``total`` bytes (sparse: chunks fill it in any order)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.total, self.done = total, {}
+        self._running, self._prefix = hashlib.sha256(), 0
         with open(self.data_path, "wb") as handle:
             handle.truncate(total)
         self._save_record()
@@ -77,6 +85,17 @@ class PartFile:
             os.close(fd)
         self.done[index] = (hashlib.sha256(data).hexdigest(), provider)
         self._save_record()
+        if index < self._prefix:
+            self._running = None  # a chunk already hashed was replaced: the end hashes the whole again
+        self._feed(index, data)
+        while self._running is not None and self._prefix in self.done:
+            self._running.update(self.read(self._prefix))
+            self._prefix += 1
+
+    def _feed(self, index: int, data: bytes) -> None:
+        if self._running is not None and index == self._prefix:
+            self._running.update(data)
+            self._prefix += 1
 
     def read(self, index: int) -> bytes:
         offset, length = self.span(index)
@@ -95,15 +114,21 @@ class PartFile:
         return hasher.digest()
 
     def read_verified(self) -> bytes | None:
-        """The whole file if it hashes to the digest (one read, hashed in memory), else None."""
+        """The whole file if it hashes to the digest, else None: one read, and no hashing when every chunk went
+        through the running hash in order."""
         data = self.data_path.read_bytes()
-        return data if hashlib.sha256(data).digest() == self.digest else None
+        if self._running is not None and self._prefix == self.chunks:
+            got = self._running.copy().digest()
+        else:
+            got = hashlib.sha256(data).digest()
+        return data if got == self.digest else None
 
     def discard(self) -> None:
         for path in (self.data_path, self.record_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.total, self.done = None, {}
+        self._running, self._prefix = hashlib.sha256(), 0
 
     def prune_others(self, keep: int = KEEP_OTHER_PARTIALS) -> None:
         """Drop part files of other objects but the ``keep`` most recently touched."""

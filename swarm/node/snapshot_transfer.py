@@ -131,7 +131,7 @@ class SnapshotTransfer:
         self.file = PartFile(directory, digest, self.settings.chunk_bytes)
         self.on_bad_peer = on_bad_peer
         self.progress = TransferProgress(label or f"snapshot {digest.hex()[:12]}", digest)
-        self.requests: Counter = Counter()        # range requests made, per peer (tests and logs)
+        self.requests: Counter = Counter()        # range requests made, per chunk index
         self._peers: dict[str, _Peer] = {}
         self._claims: dict[str, int] = {}         # the total size each peer announced
         self._failed_totals: set[int] = set()
@@ -308,7 +308,7 @@ class SnapshotTransfer:
             offset, length = 0, self.settings.chunk_bytes
         else:
             offset, length = self.file.span(index)
-        self.requests[peer] += 1
+        self.requests[index] += 1
         try:
             async with asyncio.timeout(self.settings.timeout_s()):
                 return await self.transport.fetch_range(peer, self.digest, offset, length)

@@ -187,29 +187,31 @@ def parse_range_request(raw: bytes) -> tuple[bytes, int, int]:
 
 
 async def serve_range(stream: Any, lookup: Callable[[bytes, int, int], Awaitable[tuple[int, bytes] | None]],
-                      max_total: int) -> None:
+                      max_total: int) -> str | None:
     """Answer one range request using ``lookup(digest, offset, length) -> (total, bytes) | None``. A malformed
-    request, or one that starts past the end of the object, is answered RANGE_REFUSED and raises FrameError (the
-    engine logs the reason and reports the peer). A lookup that breaks the rules itself is answered not found."""
+    request, or one that starts past the end of the object, is answered RANGE_REFUSED and its reason returned (for
+    the engine to log and report); the stream stays open so the refusal reaches the requester. A lookup that breaks
+    the rules itself is answered not found."""
     try:
         digest, offset, length = parse_range_request(await read_exact(stream, RANGE_REQUEST.size))
-    except FrameError:
-        await _try_write(stream, RANGE_ANSWER.pack(RANGE_REFUSED, 0, 0))
-        raise
+    except FrameError as exc:
+        await stream.write(RANGE_ANSWER.pack(RANGE_REFUSED, 0, 0))
+        return str(exc)
     found = await lookup(digest, offset, length)
     if found is not None:
         total, data = found
         if 0 < total and offset >= total:
-            await _try_write(stream, RANGE_ANSWER.pack(RANGE_REFUSED, total, 0))
-            raise FrameError(f"range request at offset {offset} past the end of a {total}-byte object")
+            await stream.write(RANGE_ANSWER.pack(RANGE_REFUSED, total, 0))
+            return f"range request at offset {offset} past the end of a {total}-byte object"
         if total == 0 or total > max_total or len(data) != min(length, total - offset):
             found = None
     if found is None:
         await stream.write(RANGE_ANSWER.pack(RANGE_NOT_FOUND, 0, 0))
-        return
+        return None
     header = RANGE_ANSWER.pack(RANGE_OK, total, len(data))
     if len(data) < (1 << 16):
         await stream.write(header + data)
     else:
         await stream.write(header)
         await stream.write(data)
+    return None

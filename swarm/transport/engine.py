@@ -370,14 +370,17 @@ class Engine:
     async def _on_range_stream(self, member: Member, stream: Any) -> None:
         """Serve one range of an object (a chunk of a snapshot), under the same rate and slots as a fetch: a
         range costs at most a file read of MAX_RANGE_BYTES. A malformed request or a range outside the object is
-        refused with a status byte, logged with its reason and reported as a malformed frame (``_guard``)."""
+        refused with a status byte, logged with its reason and reported as a malformed frame."""
         if not await self._admit_fetch(member, stream):
             return
         try:
             with trio.fail_after(10.0 + bulk.MAX_RANGE_BYTES / (1 << 20)):
-                await bulk.serve_range(stream, self.sink.lookup_range, self.config.max_payload_bytes)
+                refused = await bulk.serve_range(stream, self.sink.lookup_range, self.config.max_payload_bytes)
         finally:
             member.fetch_slots.release()
+        if refused is not None:
+            log.info("refused a range request from %s: %s", member.peer_id[:16], refused)
+            self.sink.misbehaviour(member.peer_id, MALFORMED_FRAME)
         with trio.move_on_after(1):
             await stream.close()
 
