@@ -15,8 +15,10 @@ How a transfer goes:
   the size, the chunk size and, per chunk done, its SHA-256 and the peer that gave it. A node restarted
   mid-transfer loads the record, re-hashes each chunk it lists from the part file (a chunk torn by the crash is
   simply fetched again) and fetches only the rest. No fsync per chunk: the re-hash makes that unnecessary.
-- **Verified before use.** Once every chunk is in, the whole file is hashed; only bytes that hash to the certified
-  digest are returned, and the caller still decodes them through ``certified_snapshot``. Nothing partial is used.
+- **Verified before use.** Once every chunk is in, the whole is checked against the certified digest (a running
+  hash fed as chunks are written in order, else one pass over the file: swarm/node/part_file.py); only bytes that
+  hash to it are returned, and the caller still decodes them through ``certified_snapshot``. Nothing partial is
+  used.
 
 A peer that sends wrong bytes (the hash of the whole fails) must not make the transfer fail forever, so the bad
 chunks and their sender are localised, with the certified hash as the only judge (a majority of peers is not
@@ -30,8 +32,8 @@ trusted by itself; it is only the first guess):
    written and returned; every peer whose version of a chunk differs from it sent bytes that are not the snapshot,
    and is reported (``on_bad_peer``, the node's local penalty path) and not used again in this transfer.
 
-This finds the file when each bad chunk can be had right from at least one peer: one liar among three servers, or
-several liars that disagree. Peers that all agree on wrong bytes cannot be told from honest ones; the transfer
+This costs a second copy of the whole, paid only when the hash fails. It finds the file when each bad chunk can be
+had right from at least one peer: a liar beside one honest server or more, or several liars that disagree. Peers that all agree on wrong bytes cannot be told from honest ones; the transfer
 then fails (logged), its part file is dropped, and the next attempt starts afresh. Peers that announce different
 sizes for the same digest cannot all be right: those that differ from the first answer are left out; if the file
 then fails its hash and cannot be repaired, the transfer starts over with the other size (at most once per size),
