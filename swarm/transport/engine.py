@@ -494,7 +494,6 @@ class Engine:
             log.debug("fetch from %s failed: %r", peer_id[:16], exc)
             return None
 
-
     async def fetch_range(self, peer_id: str, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
         """One range of an object from one member (bulk.request_range); None when it has none, refused the
         request or failed. An answer that breaks the rules is logged with its reason and reported."""
