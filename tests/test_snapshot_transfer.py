@@ -65,9 +65,11 @@ class Server:
 class Swarm:
     """A fetcher and len(servers) serving members, all members of each other, meshed on 127.0.0.1."""
 
-    def __init__(self, servers: list[Server], config: TransportConfig | None = None) -> None:
+    def __init__(self, servers: list[Server], config: TransportConfig | None = None,
+                 fetcher_config: TransportConfig | None = None) -> None:
         self.servers = servers
         self.config = config or TransportConfig()
+        self.fetcher_config = fetcher_config or self.config
         self.misbehaviour: list[tuple[int, str, str]] = []   # (index of the reporting member, peer, reason)
         self.transports: list[Libp2pTransport] = []
 
@@ -82,8 +84,8 @@ class Swarm:
             callbacks = Callbacks(on_misbehaviour=report)
             if i:
                 callbacks.get_range = self.servers[i - 1].get_range
-            transport = Libp2pTransport(key, f"/ip4/127.0.0.1/tcp/{ports[i]}", addrs[:i], members, self.config,
-                                        callbacks)
+            transport = Libp2pTransport(key, f"/ip4/127.0.0.1/tcp/{ports[i]}", addrs[:i], members,
+                                        self.config if i else self.fetcher_config, callbacks)
             if i:
                 self.servers[i - 1].transport = transport
             self.transports.append(transport)
@@ -268,5 +270,25 @@ def test_malformed_range_requests_are_refused_with_a_reason_and_the_server_goes_
                                                                                      BLOB[CHUNK:2 * CHUNK])
             assert await swarm.fetcher.fetch_range(target, b"\1" * 32, 0, CHUNK) is None   # not held
         assert os.listdir(tmp_path) == []
+
+    asyncio.run(go())
+
+
+def test_a_server_announcing_an_object_over_the_fetchers_limit_is_refused_and_reported(tmp_path: Path) -> None:
+    server = Server()
+
+    async def go() -> None:
+        limit = len(BLOB) - 1   # the fetcher's limit: one byte less than the object the server announces
+        async with Swarm([server], fetcher_config=TransportConfig(max_payload_bytes=limit)) as swarm:
+            target = swarm.transports[1].peer_id
+            assert await swarm.fetcher.fetch_range(target, DIGEST, 0, CHUNK) is None
+            deadline = time.monotonic() + 5
+            while not swarm.misbehaviour and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert swarm.misbehaviour == [(0, target, "bad fetch answer")]
+            transfer = SnapshotTransfer(swarm.fetcher, DIGEST, limit, tmp_path, "t",
+                                        TransferSettings(chunk_bytes=CHUNK, stall_s=1.0))
+            assert await transfer.run() is None and transfer.progress.state == "stalled"
+            assert transfer.progress.done_bytes == 0 and not transfer.answered
 
     asyncio.run(go())
