@@ -241,6 +241,23 @@ def test_a_peer_announcing_another_size_first_does_not_stop_the_transfer(tmp_pat
     assert reports == ["a-liar"]
 
 
+def test_a_peer_that_announces_another_size_and_then_goes_quiet_is_outvoted(tmp_path: Path) -> None:
+    longer = BLOB + b"x" * CHUNK
+
+    class QuietLiar(FakeTransport):
+        async def fetch_range(self, peer: str, digest: bytes, offset: int, length: int) -> tuple[int, bytes] | None:
+            if peer == "a-liar" and offset:
+                await asyncio.sleep(60)     # answered the first chunk, then never again
+            return await super().fetch_range(peer, digest, offset, length)
+
+    reports: list[str] = []
+    settings = TransferSettings(chunk_bytes=CHUNK, chunk_timeout_s=0.2, stall_s=1.0)
+    transfer = SnapshotTransfer(QuietLiar({"a-liar": longer, "b": BLOB, "c": BLOB}), DIGEST, 1 << 20, tmp_path, "t",
+                                settings, on_bad_peer=lambda peer, what: reports.append(peer))
+    assert asyncio.run(transfer.run()) == BLOB
+    assert transfer._claims["a-liar"] == len(longer) and reports == ["a-liar"]
+
+
 def test_peers_that_agree_on_wrong_bytes_fail_the_transfer_and_nothing_is_returned(tmp_path: Path) -> None:
     wrong = bytes([BLOB[0] ^ 1]) + BLOB[1:]
     transport = FakeTransport({"a": wrong, "b": wrong})

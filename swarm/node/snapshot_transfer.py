@@ -36,8 +36,9 @@ This costs a second copy of the whole, paid only when the hash fails. It finds t
 had right from at least one peer: a liar beside one honest server or more, or several liars that disagree. Peers that all agree on wrong bytes cannot be told from honest ones; the transfer
 then fails (logged), its part file is dropped, and the next attempt starts afresh. Peers that announce different
 sizes for the same digest cannot all be right: those that differ from the first answer are left out; if the file
-then fails its hash and cannot be repaired, the transfer starts over with the other size (at most once per size),
-and whoever announced a size that turns out wrong is reported.
+then fails its hash and cannot be repaired, or stalls while more peers announced another size (the first answer
+came from a peer that then went quiet), the transfer starts over with the other size (at most once per size), and
+whoever announced a size that turns out wrong is reported.
 
 Progress goes to the log (every 10% or ``progress_every_s``) and to ``progress`` (shown in the API's /status).
 """
@@ -154,16 +155,30 @@ class SnapshotTransfer:
         if self.file.done:
             log.info("%s: resuming with %d of %d chunks on disk", self.progress.label, len(self.file.done),
                      self.file.chunks)
-        try:
-            while True:
+        while True:
+            try:
                 data = await self._attempt()
-                if data is not None or not self._another_size():
-                    return data
-        except TransferStalled as exc:
-            self.progress.state = "stalled"
-            log.warning("%s: %s; %d of %d chunks kept on disk for the next try", self.progress.label, exc,
-                        len(self.file.done), self.file.chunks)
-            return None
+            except TransferStalled as exc:
+                if await self._drop_outvoted_size():
+                    continue
+                self.progress.state = "stalled"
+                log.warning("%s: %s; %d of %d chunks kept on disk for the next try", self.progress.label, exc,
+                            len(self.file.done), self.file.chunks)
+                return None
+            if data is not None or not self._another_size():
+                return data
+
+    async def _drop_outvoted_size(self) -> bool:
+        """Stalled on a size that fewer peers announced than another (the first answer came from a peer that
+        then went quiet, say): drop what we have and start over with the other size. Kept otherwise: a retry
+        later resumes it."""
+        votes = Counter(self._claims.values())
+        if self.file.total is None or not votes or votes[self.file.total] >= max(votes.values()):
+            return False
+        log.warning("%s: stalled on a size of %d bytes that %d peer(s) announced, against %d for another",
+                    self.progress.label, self.file.total, votes[self.file.total], max(votes.values()))
+        await asyncio.to_thread(self.file.discard)
+        return self._another_size()
 
     async def _attempt(self) -> bytes | None:
         self.progress.state = "fetching"
