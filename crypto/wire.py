@@ -22,7 +22,6 @@ _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_U16 = struct.Struct("<H")
 
 
 class DecodeError(ValueError):
@@ -55,9 +54,6 @@ class Reader:
 
     def u8(self) -> int:
         return self.take(1)[0]
-
-    def u16(self) -> int:
-        return _U16.unpack(self.take(2))[0]
 
     def u32(self) -> int:
         return _U32.unpack(self.take(4))[0]
