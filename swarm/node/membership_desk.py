@@ -27,12 +27,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarm.node")
 
+SEEN_MEMORY = 256  # requests this node accepted once, remembered so that late copies of them cost nobody
+
 
 class MembershipDesk:
     def __init__(self, node: Node):
         self.node = node
         self.pending: MembershipChange | None = None  # the request the next entry we lead will carry
         self.status = "member"  # or "not a member": removed, or waiting to be added
+        self._seen: dict[MembershipChange, None] = {}  # requests accepted once (newest last)
 
     # ------------------------------------------------------------------------------------------- following
     def follow(self) -> None:
@@ -78,6 +81,9 @@ class MembershipDesk:
         if self.pending == change:
             return
         self.pending = change
+        self._seen[change] = None
+        while len(self._seen) > SEEN_MEMORY:
+            del self._seen[next(iter(self._seen))]
         log.warning("membership change requested by %s: %s %s (%s)", node.genesis.name_of(change.requester),
                     change.op, change.name, change.peer_id[:16])
         data = seal(node.key, MessageType.MEMBERSHIP, node.genesis.swarm_id, 0, state.round,
@@ -86,13 +92,17 @@ class MembershipDesk:
             node.send(peer, data)
 
     def on_message(self, peer: str, fields: dict) -> None:
-        """A MEMBERSHIP envelope from a member: a request it passes on; bad ones cost it a reject."""
+        """A MEMBERSHIP envelope from a member: a request it passes on; bad ones cost it a reject, except a late
+        copy of a request this node accepted before (a member relaying one that has just committed, or been
+        superseded, did nothing wrong)."""
+        change = None
         try:
             change = MembershipChange.from_plain(fields)
             self.submit(change, source=peer)
         except (DecodeError, ChangeRefused) as exc:
-            if self.pending is not None and isinstance(exc, ChangeRefused):
-                return  # likely a copy of one that just committed
+            if change is not None and change in self._seen:
+                log.debug("late copy of a membership request from %s (%s): ignored", peer[:12], exc)
+                return
             self.node.inbound.reject(peer, "bad_membership_change", str(exc))
 
     def for_proposal(self) -> tuple[dict, tuple[str, ...]] | None:
