@@ -62,7 +62,7 @@ def measure(n: int, rounds: int, warmup: int = 3, seed: int = 1) -> dict:
     cpu = [0.0]
     original_feed = world.feed
 
-    def timed_feed(node, event):
+    def timed_feed(node, event, source=None):
         replica = node.replica
         step = replica.step
 
@@ -74,7 +74,7 @@ def measure(n: int, rounds: int, warmup: int = 3, seed: int = 1) -> dict:
                 cpu[0] += time.process_time() - t0
         replica.step = timed_step
         try:
-            original_feed(node, event)
+            original_feed(node, event, source=source)
         finally:
             del replica.step
 
