@@ -44,10 +44,11 @@ def envelope_bytes(dim: int) -> int:
 
 
 def current_code_bytes(dim: int, n: int) -> int:
-    """Peak memory of the path as the code stands (README "Memory per round"): per member its envelope and its
-    decoded float32 vector, the stacked n x d rows and the sort the median does over them, and the old and new
-    parameters and momentum."""
-    return n * envelope_bytes(dim) + n * 4 * dim + 2 * n * 4 * dim + 16 * dim
+    """Peak memory of the path as the code stands (README "Memory per node"): the n envelopes, the n x d float32
+    stack the rule reads (each row decoded straight into it), the old and the new state at 16 bytes a parameter
+    each (parameters and momentum, and the serialized body kept beside them for hashing and serving), and the
+    float64 aggregate."""
+    return n * envelope_bytes(dim) + n * 4 * dim + 40 * dim
 
 
 def floor_bytes(dim: int, n: int) -> int:
