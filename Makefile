@@ -20,7 +20,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: install system-deps
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 # The container cluster test (tests/test_containers.py): podman, a Debian base image and the node image, then the
 # README's compose commands. Opt-in: minutes to build on a cold machine, and its resume step is not yet reliable.
