@@ -45,7 +45,8 @@ def _stub_node(tmp_path, rounds: int):
 
     node.entries = SimpleNamespace(derive=derive, fetched={}, round_done=lambda: None, applied={})
     node.pool = SimpleNamespace(by_digest=gradients.get)
-    node.config = SimpleNamespace(fault_injection=SimpleNamespace(diverge_at_round=None))
+    node.config = SimpleNamespace(fault_injection=SimpleNamespace(diverge_at_round=None),
+                                  consensus=SimpleNamespace(snapshot_every=10))
     node.evidence = SimpleNamespace(on_commit=lambda pieces, round_: None)
     node.after_commit = after_commit
     node.seen_at_commit = seen_at_commit

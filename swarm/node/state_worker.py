@@ -45,6 +45,9 @@ APPLY_RETRY_S = 1.0
 STORE_RETRY_FIRST_S = 0.25  # a failed write after a commit is retried after this, doubling up to the next
 STORE_RETRY_MAX_S = 10.0
 TRANSFER_DIR = "transfers"  # under the data dir: snapshots being fetched in chunks (resumed after a restart)
+FAR_BEHIND_SNAPSHOTS = 4   # a node more than this many snapshot intervals behind the head jumps to a snapshot
+FAR_BEHIND_MIN_ROUNDS = 64  # ... and never for less than this many rounds: replay is cheaper and keeps every payload
+SNAPSHOT_JUMP_TRIES = 3     # snapshot rounds tried, newest first (peers keep their newest few: keep_snapshots)
 KEPT_MEMORY = 4096  # digests of payloads written, remembered so that adopting an entry does not write them again
 
 
@@ -64,6 +67,7 @@ class StateWorker:
         self._retry_scheduled = False
         self._refusals_logged: set[bytes] = set()  # late gradients whose refusal was logged (once each)
         self._kept: dict[tuple[bytes, int], None] = {}  # (digest, round) written by this process, newest last
+        self._jumps_tried: set[int] = set()  # snapshot rounds a far-behind node tried to jump to
 
     async def run(self) -> None:
         while True:
@@ -181,7 +185,9 @@ class StateWorker:
         node.step(ValidationResult(term, round_, entry.digest(), ok))
 
     async def _apply_committed(self) -> None:
-        """Apply committed entries in round order; one that cannot be applied yet is retried shortly."""
+        """Apply committed entries in round order; one that cannot be applied yet is retried shortly. Far behind
+        (a joiner, a node back from a long outage), first jump to a recent certified snapshot."""
+        await self._jump_if_far_behind()
         while (committed := self.pending.get(self.node.state.round + 1)) is not None:
             if not await self._apply_one(committed):
                 if not self._retry_scheduled:
@@ -190,6 +196,43 @@ class StateWorker:
                 return
         for stale in [r for r in self.pending if r <= self.node.state.round]:
             del self.pending[stale]
+
+    async def _jump_if_far_behind(self) -> None:
+        """When the committed head is more than FAR_BEHIND_SNAPSHOTS snapshot intervals ahead of our state, replay
+        cannot catch up with a swarm that commits as fast as we apply: take the newest snapshot round we hold a
+        certified entry for (peers keep their newest ``consensus.keep_snapshots`` snapshot files and serve them by
+        hash, in chunks), then the one before, each tried once. The rounds jumped over are certificate-checked only
+        (their payloads were never fetched: the store says so, as after pruning, and ``swarm verify`` replays from
+        the snapshot). If no peer has one, replay goes on as before."""
+        node = self.node
+        if not self.pending:
+            return
+        every = node.config.consensus.snapshot_every
+        head = max(self.pending)
+        if head - node.state.round <= max(FAR_BEHIND_MIN_ROUNDS, FAR_BEHIND_SNAPSHOTS * every):
+            return
+        target = head - head % every
+        for _ in range(SNAPSHOT_JUMP_TRIES):
+            committed = self.pending.get(target)
+            if target <= node.state.round + every or committed is None:
+                return
+            if target not in self._jumps_tried:
+                self._jumps_tried.add(target)
+                log.warning("round %d is %d rounds behind the committed head %d: fetching the certified snapshot "
+                            "of round %d instead of replaying", node.state.round, head - node.state.round, head,
+                            target)
+                if await self._resync_from_snapshot(committed.entry):
+                    await self.write("record of the rounds jumped over", self._mark_jumped, target)
+                    node.entries.round_done()
+                    await node.after_commit(committed, None)
+                    return
+            target -= every
+
+    def _mark_jumped(self, round_: int) -> None:
+        """Payloads of rounds up to ``round_`` are absent on purpose (never fetched), like pruned ones."""
+        store = self.node.store
+        if int(store.get_meta("payloads_pruned_through", 0) or 0) < round_:
+            store.put_meta("payloads_pruned_through", round_)
 
     def _retry(self) -> None:
         self._retry_scheduled = False
