@@ -13,6 +13,7 @@ from rich.console import Console
 from cli.errors import UserFacingError
 from swarm.config import DATASETS
 from swarm.ops.cluster import (
+    DEFAULT_RULE,
     PIDS_FILE,
     Cluster,
     ClusterOptions,
@@ -31,7 +32,9 @@ def add_parser(subparsers) -> None:
         sub.add_argument("--nodes", type=int, default=4, help="number of nodes (default 4)")
         sub.add_argument("--dir", required=True, help="cluster folder (keys, genesis, configs, data, logs)")
         sub.add_argument("--base-port", type=int, help="listen on P..P+N-1, API on P+100..; default: free ports")
-        sub.add_argument("--rule", default="median", help="aggregation rule written to a new genesis")
+        sub.add_argument("--rule", default=DEFAULT_RULE,
+                         help=f"aggregation rule written to a new genesis, nnm+<rule> for nearest-neighbour "
+                              f"mixing first (default {DEFAULT_RULE})")
         sub.add_argument("--dataset", default=None,
                          help="a built-in dataset or a user's module:function (default: the task's own: mnist5k, "
                               "or stdlib for --task lm)")

@@ -1,0 +1,38 @@
+"""The aggregation a new genesis gets, and why it never changes an existing one.
+
+`swarm cluster init` writes DEFAULT_RULE explicitly (rule and nnm); the reading defaults of AggregationSpec stay
+median without NNM, so a genesis file that leaves the aggregation out keeps its meaning and its hash."""
+import yaml
+
+from crypto.keys import NodeKey
+from swarm.config import load_genesis
+from swarm.ledger.entry_rules import genesis_hash, rules_of
+from swarm.ops.cluster import DEFAULT_RULE, ClusterOptions, init_cluster
+
+# A genesis as an operator could have written it before DEFAULT_RULE existed: no aggregation section at all.
+BARE = {"swarm_id": "old", "members": [{"name": f"node{i}", "peer_id": NodeKey.from_seed(bytes([i + 1]) * 32).peer_id}
+                                       for i in range(4)]}
+BARE_HASH = "eb2259da6a4f4386a33deceb4c1749e7596460f68866503e0c553ee1157efb58"  # computed before DEFAULT_RULE
+
+
+def test_a_new_genesis_gets_nnm_then_trimmed_mean(tmp_path):
+    assert DEFAULT_RULE == "nnm+trimmed_mean"
+    init_cluster(tmp_path, ClusterOptions(nodes=4))
+    written = yaml.safe_load((tmp_path / "genesis.yaml").read_text())["aggregation"]
+    assert (written["rule"], written["nnm"], written["reputation_weighted"]) == ("trimmed_mean", True, False)
+    rules = rules_of(load_genesis(tmp_path / "genesis.yaml"))
+    assert (rules.rule, rules.nnm, rules.reputation_weighted) == ("trimmed_mean", True, False)
+
+
+def test_a_rule_without_prefix_is_written_without_nnm(tmp_path):
+    init_cluster(tmp_path, ClusterOptions(nodes=4, rule="median"))
+    written = yaml.safe_load((tmp_path / "genesis.yaml").read_text())["aggregation"]
+    assert (written["rule"], written["nnm"]) == ("median", False)
+
+
+def test_a_genesis_without_aggregation_keeps_the_median_and_its_hash(tmp_path):
+    path = tmp_path / "genesis.yaml"
+    path.write_text(yaml.safe_dump(BARE))
+    genesis = load_genesis(path)
+    assert (genesis.aggregation.rule, genesis.aggregation.nnm) == ("median", False)
+    assert genesis_hash(genesis).hex() == BARE_HASH
