@@ -22,9 +22,11 @@ from bench import report
 
 NATIVE = {  # part -> module with PART, HEADING, add_arguments(parser), run(args) -> markdown
     "robustness": "bench.robustness",
+    "collaboration": "bench.collaboration",
     "compression": "bench.compression_bench",
     "time_to_accuracy": "bench.time_to_accuracy",
     "scaling": "bench.scaling",
+    "scale": "bench.scale",
     "stragglers": "bench.stragglers",
     "lm": "bench.lm_bench",
 }
@@ -37,7 +39,7 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "consensus": ("bench.consensus", [], [], "## Consensus"),
     "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
-ORDER = ["robustness", "compression", "time_to_accuracy", "scaling", "stragglers", "lm", "aggregation", "transport",
+ORDER = ["robustness", "collaboration", "compression", "time_to_accuracy", "scaling", "scale", "stragglers", "lm", "aggregation", "transport",
          "round", "consensus", "soak"]
 WRAPPED_TIMEOUT_S = 1800
 

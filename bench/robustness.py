@@ -1,10 +1,11 @@
 """Robustness under attack: final and best accuracy, and when the attackers were quarantined, per rule and attack.
 
 Grid: f=1 of 4 and f=2 of 7 (the last f nodes attack); attacks sign_flip, alie, ipm, gaussian, label_flip (and
-no attack as the baseline); rules mean, krum, multikrum, median, trimmed_mean, each plain and reputation-weighted,
-plus a mean with quarantine off (the textbook average); iid shards and Dirichlet(alpha) label skew; several
-seeds. Runs in-process with bench/sim.py (the real Trainer, attacks, compressor and apply()), because the grid
-has hundreds of cells; the multi-process swarm is measured by the time-to-accuracy and scaling parts.
+no attack as the baseline); every rule a genesis can select (nnm+ rules: nearest-neighbour mixing first), plain,
+some also reputation-weighted (--weighted), plus a mean with quarantine off (the textbook average); iid shards and
+Dirichlet(alpha) label skew; several seeds. The genesis default (swarm/config.py AggregationSpec) is marked. Runs
+in-process with bench/sim.py (the real Trainer, attacks, compressor and apply()), because the grid has hundreds of
+cells; the multi-process swarm is measured by the time-to-accuracy and scaling parts.
 
     python -m bench robustness [--seeds 3] [--rounds 12] [--attacks ...] [--rules ...] [--sizes 4 7]
 """
@@ -19,14 +20,18 @@ from dataclasses import dataclass, replace
 from bench import plotting
 from bench.report import table
 from bench.sim import SimConfig, SimResult, run_all
+from swarm.config import WEIGHTABLE_RULES, AggregationSpec
+from swarm.ops.cluster import DEFAULT_RULE
 
 PART = "robustness"
 HEADING = "## Robustness under attack (in-process simulation)"
 ATTACKS = ("none", "sign_flip", "alie", "ipm", "gaussian", "label_flip")
-RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean")
+RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "centered_clipping", "nnm+median",
+         "nnm+trimmed_mean", "nnm+krum")
+WEIGHTED = ("mean", "median")  # rules also run reputation-weighted by default (--weighted)
 SIZES = {4: 1, 7: 2}   # n -> f (and the number of attackers)
 FAILING = 0.80         # cells under this final accuracy are bold
-DEFAULT = ("median", True, 0.6)
+BROKEN = 0.50          # a rule whose worst attack falls under this needs a warning in the README
 
 
 @dataclass(frozen=True)
@@ -39,20 +44,35 @@ class Variant:
     def label(self) -> str:
         if self.floor == 0.0:
             return f"{self.rule}, no reputation"
-        return f"{self.rule} + rep. weights" if self.weighted else self.rule
+        label = f"{self.rule} + rep. weights" if self.weighted else self.rule
+        return label + (" **(default)**" if self == default_variant() else "")
 
 
-def variants(rules) -> list[Variant]:
-    """Each rule plain and reputation-weighted; the plain mean runs with quarantine off (the textbook average)."""
+def default_variant() -> Variant:
+    """The aggregation a new genesis gets (swarm/ops/cluster.py DEFAULT_RULE, the rest AggregationSpec's
+    defaults), read from the code so that the table cannot drift from it."""
+    spec = AggregationSpec()
+    return Variant(DEFAULT_RULE, spec.reputation_weighted, spec.reputation_floor)
+
+
+def variants(rules, weighted=WEIGHTED) -> list[Variant]:
+    """Each rule plain (the plain mean with quarantine off: the textbook average) and, for the rules in
+    ``weighted``, reputation-weighted; the genesis default always included."""
     out = []
     for rule in rules:
-        out += [Variant(rule, False, 0.0 if rule == "mean" else 0.6), Variant(rule, True)]
+        out.append(Variant(rule, False, 0.0 if rule == "mean" else 0.6))
+        if rule in weighted:
+            out.append(Variant(rule, True))
+    if default_variant() not in out:
+        out.append(default_variant())
     return out
 
 
 def falls_back(cfg: SimConfig) -> bool:
-    """apply() replaces Krum and Multi-Krum by the median when n < 2f+3 (swarm/ledger/apply.py)."""
-    return cfg.rule in ("krum", "multikrum") and cfg.nodes < 2 * cfg.f + 3
+    """apply() replaces Krum, Multi-Krum (n < 2f+3) and Bulyan (n < 4f+3) by the median for every round
+    (swarm/ledger/apply.py); with NNM first the fallback median runs without it."""
+    need = {"krum": 2 * cfg.f + 3, "multikrum": 2 * cfg.f + 3, "bulyan": 4 * cfg.f + 3}.get(cfg.rule.removeprefix("nnm+"))
+    return need is not None and cfg.nodes < need
 
 
 def simulate_grid(configs: list[SimConfig], workers: int) -> list[SimResult]:
@@ -67,6 +87,9 @@ def simulate_grid(configs: list[SimConfig], workers: int) -> list[SimResult]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    parser.add_argument("--weighted", nargs="*", default=list(WEIGHTED),
+                        choices=[r for r in RULES if r.removeprefix("nnm+") in WEIGHTABLE_RULES],
+                        help="rules also run reputation-weighted")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, choices=sorted(SIZES))
     parser.add_argument("--partitions", nargs="+", default=["iid", "dirichlet"], choices=["iid", "dirichlet"])
     parser.add_argument("--alpha", type=float, default=0.3)
@@ -82,7 +105,7 @@ def grid(args) -> list[SimConfig]:
     for n in sizes:
         for partition in args.partitions:
             for attack in args.attacks:
-                for v in variants(args.rules):
+                for v in variants(args.rules, args.weighted):
                     for seed in range(seeds):
                         configs.append(SimConfig(
                             nodes=n, f=SIZES[n], byzantine=0 if attack == "none" else SIZES[n], attack=attack,
@@ -106,16 +129,19 @@ def run(args) -> str:
         f"the round), and the real `apply()` aggregates with reputation and quarantine (floor 0.6). Not real "
         f"processes: the multi-process swarm is covered by the time-to-accuracy and scaling parts and by the tests. "
         f"{c0.rounds} rounds, seeds 0..{max(c.seed for c in configs)}, no compression. Krum and Multi-Krum need "
-        f"n >= 2f+3: with f=1 of 4 `apply()` uses the median instead (rows marked →median, simulated once as the "
-        f"median cell they equal); with f=2 of 7 they run as themselves.",
+        f"n >= 2f+3, Bulyan n >= 4f+3: where n is smaller `apply()` uses the median for every round (rows marked "
+        f"→median, simulated once as the median cell they equal); with f=2 of 7 Krum and Multi-Krum run as "
+        f"themselves until the quarantine leaves fewer rows. `nnm+rule`: nearest-neighbour mixing (Allouah et al. "
+        f"2023) before the rule. `centered_clipping`: {_clipping_options()}, from the coordinate median.",
         "",
         f"Cell: final / best test accuracy (%), mean over seeds; `q3` = median round at which the attackers were "
         f"first quarantined (with the share of attacker-seed pairs ever quarantined when not all). **Bold**: final "
         f"accuracy under {FAILING:.0%}. \"+ rep. weights\": rows weighted by committed reputation "
-        f"(`RoundRules(reputation_weighted=True)`; the genesis default is unweighted since session 7). "
-        f"Plain rules keep quarantine (floor 0.6), "
-        f"except the plain mean, which runs without reputation at all (\"no reputation\").",
+        f"(`RoundRules(reputation_weighted=True)`). Plain rules keep quarantine (floor 0.6), except the plain "
+        f"mean, which runs without reputation at all (\"no reputation\"). **(default)**: the genesis default "
+        f"(what `swarm cluster init` writes: `DEFAULT_RULE` in swarm/ops/cluster.py).",
         "",
+        *_summary(cells, args),
     ]
     for (n, partition), rows in cells.items():
         attacks = [a for a in args.attacks]
@@ -125,6 +151,43 @@ def run(args) -> str:
     body += _worst_case(cells, args)
     body.append(_plot(cells, args))
     return "\n".join(body)
+
+
+def _clipping_options() -> str:
+    from inspect import signature
+
+    from swarm.aggregation.centered_clipping import aggregate_centered_clipping
+    params = signature(aggregate_centered_clipping).parameters
+    return f"tau {params['tau'].default:g}, {params['iterations'].default} iterations"
+
+
+def _summary(cells: dict, args) -> list[str]:
+    """The headline: the default against the textbook mean without attack, its worst attack, and every row whose
+    worst attack falls under BROKEN, per setting."""
+    default, mean = default_variant(), Variant("mean", False, 0.0)
+    attacked = [a for a in args.attacks if a != "none"]
+    lines = []
+    for (n, partition), rows in cells.items():
+        setting = f"n={n}, f={SIZES[n]}, {_partition(partition, args.alpha)}"
+        parts = []
+        if default in rows and "none" in rows[default]:
+            text = f"default {_final(rows[default]['none']):.1f}% without attack"
+            if mean in rows and "none" in rows[mean]:
+                text += f" (mean {_final(rows[mean]['none']):.1f}%)"
+            parts.append(text)
+            if attacked:
+                worst = min(attacked, key=lambda a: _final(rows[default][a]))
+                parts.append(f"worst attack {_final(rows[default][worst]):.1f}% ({worst})")
+        broken = [f"{_row_label(v, by)} {_final(by[a]):.1f}% ({a})" for v, by in rows.items()
+                  for a in [min(attacked, key=lambda a: _final(by[a]))] if attacked and _final(by[a]) < 100 * BROKEN]
+        if broken:
+            parts.append(f"under {BROKEN:.0%}: " + "; ".join(broken))
+        lines.append(f"- {setting}: " + "; ".join(parts) + ".")
+    return [*lines, ""] if lines else []
+
+
+def _final(runs: list[SimResult]) -> float:
+    return 100 * statistics.fmean(r.final for r in runs)
 
 
 def _simulated(configs: list[SimConfig]) -> int:
@@ -194,7 +257,7 @@ def _plot(cells: dict, args) -> str:
     key = next(iter(cells))
     rows = cells[key]
     attacked = [a for a in args.attacks if a != "none"] or list(args.attacks)
-    wanted = [v for v in rows if v.rule in ("mean", "median")]
+    wanted = [v for v in rows if v.rule == "mean" or v == default_variant()]
     panels = []
     for attack in attacked:
         series = {}

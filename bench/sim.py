@@ -69,6 +69,7 @@ class SimResult:
     quarantined_at: dict[str, int | None] = field(default_factory=dict)  # attacker -> first quarantined round
     payload_bytes: list[float] = field(default_factory=list)  # mean payload size per node, per round
     seconds: float = 0.0
+    params: torch.Tensor | None = field(default=None, repr=False)  # the final model (bench/collaboration.py)
 
     @property
     def final(self) -> float:
@@ -79,7 +80,9 @@ class SimResult:
         return max(self.accuracy)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "config": asdict(self.config)}
+        out = {**asdict(self), "config": asdict(self.config)}
+        del out["params"]
+        return out
 
 
 def names(n: int) -> list[str]:
@@ -129,6 +132,7 @@ def simulate(cfg: SimConfig) -> SimResult:
         result.rules_used.append(applied.rule_used)
         result.payload_bytes.append(sum(sizes) / len(sizes))
     result.seconds = time.perf_counter() - started
+    result.params = state.params
     return result
 
 
