@@ -78,6 +78,7 @@ class Outcome:
     dimension: int = 0
     seconds: float = 0.0
     optimizer: object = None    # the inner optimizer the members (or the single process) ran
+    quarantined: int = 0        # member-rounds left out by the reputation floor (honest ones included)
 
 
 def genesis_for(cell: Cell, members: int) -> Genesis:
@@ -133,7 +134,7 @@ def run_swarm(cell: Cell) -> Outcome:
     rules = rules_of(genesis)
     state = initial_state(genesis, config)
     everyone = frozenset(genesis.peer_ids)
-    sizes, used = [], []
+    sizes, used, quarantined = [], [], 0
     for round_ in range(1, cell.steps // cell.h + 1):
         updates = {name: trainer.local_update(state.params) for name, trainer in trainers.items()}
         honest = [updates[name] for name in members if name not in attackers]
@@ -148,9 +149,11 @@ def run_swarm(cell: Cell) -> Outcome:
         applied = apply(state, gradients, rules, certificate_signers=everyone)
         state = applied.state
         used.append(applied.rule_used)
+        quarantined += len(applied.quarantined)
     evaluator = trainers[members[0]]
     return Outcome(cell, evaluator.evaluate_metrics(state.params), statistics.fmean(sizes), state.round,
-                   tuple(dict.fromkeys(used)), state.params.numel(), optimizer=evaluator.opt)
+                   tuple(dict.fromkeys(used)), state.params.numel(), optimizer=evaluator.opt,
+                   quarantined=quarantined)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
