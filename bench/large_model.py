@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def task_options(args) -> dict:
     return {"layers": args.layers, "width": args.width, "heads": args.heads, "context": args.context,
-            "corpus_bytes": 1_000_000, "validation_bytes": 16_384}
+            "corpus_bytes": 1_000_000, "validation_bytes": 4_096}
 
 
 def parameter_count(options: dict) -> int:
@@ -65,7 +65,8 @@ def parameter_count(options: dict) -> int:
 def cluster_options(args) -> ClusterOptions:
     # Timeouts for shared cores: a 25M-parameter round (50 MB per update, three 100 MB hashes) on a loaded CPU
     # keeps a node's event loop busy for seconds, longer than the defaults (2 s peer silence, 3 s collection).
-    overrides = {"training": {"device": "cpu"}, "torch_threads": 1,
+    # No evaluation: a validation pass over a 25M-parameter model costs more CPU than the round itself here.
+    overrides = {"training": {"device": "cpu", "eval_every": 0}, "torch_threads": 1,
                  "transport": {"peer_timeout_s": args.peer_timeout},
                  "consensus": {"snapshot_every": 2, "keep_snapshots": 1, "keep_payload_rounds": 1,
                                "collection_timeout_s": args.collection_timeout,
@@ -212,7 +213,7 @@ def run(args) -> str:
         f"Four node processes on 127.0.0.1 (libp2p, PBFT commit, the default rule, fp16 updates, `torch_threads: 1`, "
         f"under `nice -n 5` on 2 shared cores) train the `lm` task sized up: {args.layers} layers, width "
         f"{args.width}, {args.heads} heads, context {args.context} ({d / 1e6:.1f}M parameters), "
-        f"{args.local_steps} inner AdamW steps of batch {args.batch_size} per round. Retention "
+        f"{args.local_steps} inner AdamW steps of batch {args.batch_size} per round, no evaluation. Retention "
         f"`consensus.snapshot_every: 2, keep_snapshots: 1, keep_payload_rounds: 1`: while {VICTIM} is down its "
         f"peers prune the payloads of the rounds it misses, as after an outage longer than their retention, so "
         f"after its restart (its own data dir kept: it replays its own rows first) it cannot replay them and must "
