@@ -73,13 +73,17 @@ def _load_from_git(rev: str, path: str, name: str):
     return module
 
 
+NEW_RULE = ("median", False)  # (rule, nnm) the working tree's code runs with: --rule
+
+
 class Run:
     """One simulated swarm: state, rules and bookkeeping; ``step(updates)`` applies one round."""
 
     def __init__(self, which: str, old_rev: str, params: torch.Tensor, label: str = "", trace=None):
         self.apply_mod, self.rep = code(which, old_rev)
         # the old code's genesis default weighted rows by reputation; the new default does not
-        self.rules = self.apply_mod.RoundRules(f=1, rule="median", reputation_weighted=which == "old")
+        name, nnm = NEW_RULE if which == "new" else ("median", False)
+        self.rules = self.apply_mod.RoundRules(f=1, rule=name, nnm=nnm, reputation_weighted=which == "old")
         self.state = genesis_state(params, MEMBERS, b"\0" * 32)
         self.lowest = {m: 1.0 for m in MEMBERS}
         self.quarantined_rounds = {m: 0 for m in MEMBERS}
@@ -170,7 +174,13 @@ def main(argv=None) -> None:
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS))
     parser.add_argument("--code", nargs="+", default=["old", "new"], choices=["old", "new"])
     parser.add_argument("--trace", type=Path, help="write per-round, per-member geometry and scores (CSV)")
+    parser.add_argument("--rule", default="median",
+                        help="the new code's rule, nnm+<rule> for nearest-neighbour mixing first (e.g. the default of "
+                             "a new genesis, swarm.ops.cluster.DEFAULT_RULE)")
     args = parser.parse_args(argv)
+    global NEW_RULE
+    from swarm.aggregation import parse_rule
+    NEW_RULE = parse_rule(args.rule)
     torch.set_num_threads(1)
     trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115
     if trace:

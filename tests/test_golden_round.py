@@ -19,7 +19,7 @@ from swarm.round.compression import Compressor
 from swarm.round.gradient import make_gradient
 from swarm.training.build import build_trainer
 
-GOLDEN_STATE_HASH = "7179fdd46aafb16d1b77cea1f263af0d6b2c124db9a6ddc62fd060efe270ff56"
+GOLDEN_STATE_HASH = "f01714b30268a79158263a65dd029cd7ef756ba7515558f95956f6bb659dbea3"
 ROUNDS = 5
 
 
