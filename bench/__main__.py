@@ -29,6 +29,7 @@ NATIVE = {  # part -> module with PART, HEADING, add_arguments(parser), run(args
     "scale": "bench.scale",
     "stragglers": "bench.stragglers",
     "lm": "bench.lm_bench",
+    "large": "bench.large_model",
 }
 WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick, heading)
     "aggregation": ("bench.aggregation", ["--n", "8", "16", "--d", "1e6", "--repeat", "3"],
@@ -39,7 +40,7 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "consensus": ("bench.consensus", [], [], "## Consensus"),
     "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
-ORDER = ["robustness", "collaboration", "compression", "time_to_accuracy", "scaling", "scale", "stragglers", "lm", "aggregation", "transport",
+ORDER = ["robustness", "collaboration", "compression", "time_to_accuracy", "scaling", "scale", "stragglers", "lm", "large", "aggregation", "transport",
          "round", "consensus", "soak"]
 WRAPPED_TIMEOUT_S = 1800
 
