@@ -61,7 +61,10 @@ def test_a_late_copy_of_an_accepted_request_costs_nobody():
     assert desk.pending is None and JOINER.peer_id in node.members
     desk.on_message(KEYS[2].peer_id, valid.to_plain())  # a copy still in flight
     assert node.rejects == []
-    # a request never accepted here that is refused the same way still costs its sender
-    other = sign_change(KEYS[2], "s", ADD, JOINER.peer_id, "node4", 1)
+    # a copy made for the old configuration reaching a node that never saw it (the change committed first) is late
+    # too; a request for the configuration in force that is refused still costs its sender
+    desk.on_message(KEYS[3].peer_id, sign_change(KEYS[3], "s", ADD, JOINER.peer_id, "node4", 1).to_plain())
+    assert node.rejects == []
+    other = sign_change(KEYS[2], "s", ADD, JOINER.peer_id, "node5", 2)  # the joiner is already a member
     desk.on_message(KEYS[2].peer_id, other.to_plain())
     assert [reason for _peer, reason, _detail in node.rejects] == ["bad_membership_change"]

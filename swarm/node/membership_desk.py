@@ -92,15 +92,17 @@ class MembershipDesk:
             node.send(peer, data)
 
     def on_message(self, peer: str, fields: dict) -> None:
-        """A MEMBERSHIP envelope from a member: a request it passes on; bad ones cost it a reject, except a late
-        copy of a request this node accepted before (a member relaying one that has just committed, or been
-        superseded, did nothing wrong)."""
+        """A MEMBERSHIP envelope from a member: a request it passes on; bad ones cost it a reject, except late
+        copies (of a request this node accepted, or one made for an earlier configuration): a member relaying a
+        request that has just committed, or been superseded, did nothing wrong."""
         change = None
         try:
             change = MembershipChange.from_plain(fields)
             self.submit(change, source=peer)
         except (DecodeError, ChangeRefused) as exc:
-            if change is not None and change in self._seen:
+            if change is not None and (change in self._seen or change.epoch < epoch_of(self.node.state)):
+                # a late copy: of a request we accepted, or of one made for an earlier configuration (it committed,
+                # perhaps before its first copy reached us, or another change did): its relayer did nothing wrong
                 log.debug("late copy of a membership request from %s (%s): ignored", peer[:12], exc)
                 return
             self.node.inbound.reject(peer, "bad_membership_change", str(exc))
