@@ -112,8 +112,7 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
         for i, g in enumerate(ordered):
             if g.sender in late_senders:
                 rows[i] *= staleness.weight(round_ - g.round, rules.staleness_decay)
-    # Rows of the quarantined left out; with none to leave out, the stack itself (indexing would copy all n x d).
-    stack = rows if not quarantined else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
+    stack = rows if active is ordered else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     f = (len(table) - 1) // 3 if rules.follow_members else rules.f
     rule, result = _aggregate(rules, stack, weights, f)
