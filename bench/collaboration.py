@@ -116,6 +116,7 @@ def run(args) -> str:
     default = default_variant()
     started = time.perf_counter()
     rows = []
+    cfg = SimConfig()
     for n, partition, alpha in settings(args):
         members: list[MemberResult] = []
         for seed in range(seeds):
@@ -126,7 +127,7 @@ def run(args) -> str:
             print(f"  collaboration: n={n} {partition} {alpha or ''} seed {seed} done", file=sys.stderr, flush=True)
         rows.append(_row(n, partition, alpha, members))
     elapsed = time.perf_counter() - started
-    c = SimConfig()
+    c = cfg  # the configuration that ran (local steps, batch and lr are the same in every setting)
     header = ["setting", "swarm, global", "alone, global (min..max)", "gain, global", "swarm, own labels",
               "alone, own labels (min..max)", "gain, own labels", "better off in the swarm"]
     return "\n".join([
