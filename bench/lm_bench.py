@@ -15,6 +15,10 @@ measured here. Communication: bytes each member sends per round (its payload plu
 the n-1 peers) against an fp32 ring all-reduce of the full gradient at every inner step.
 
     python -m bench lm [--quick] [--steps 200] [--h 1 10 50] [--schemes fp16 int8 topk] [--attack alie]
+                       [--compare-outer 0.7 0.9 [--compare-h 10]]
+
+``--compare-outer LR MOMENTUM`` runs the grid's cells at the ``--compare-h`` values once more with that outer step
+(Nesterov on when MOMENTUM > 0) and reports them in a second table next to the same cells with the genesis' step.
 """
 from __future__ import annotations
 
@@ -171,6 +175,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outer-lr", type=float, default=None, help="outer step lr (default: the genesis')")
     parser.add_argument("--outer-momentum", type=float, default=None, help="outer momentum (0 turns Nesterov off)")
     parser.add_argument("--rule", default=None, help="aggregation rule (default: the genesis')")
+    parser.add_argument("--compare-outer", type=float, nargs=2, default=None, metavar=("LR", "MOMENTUM"),
+                        help="also run the --compare-h cells with this outer step (Nesterov on when MOMENTUM > 0), "
+                             "reported in a second table")
+    parser.add_argument("--compare-h", type=int, nargs="+", default=[10],
+                        help="the H values --compare-outer runs (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="model and data seed (one seed: the grid is long)")
     parser.add_argument("--workers", type=int, default=1, help="processes running cells at once")
     parser.add_argument("--device", default="cpu", help="ignored: the members train on the CPU")
@@ -198,6 +207,18 @@ def cells(args) -> tuple[Cell, list[Cell]]:
     parse_attack(args.attack)  # an unknown profile fails before anything runs
     swarm = [Cell(h=h, scheme=scheme, attack=attack, **base) for attack in attacks for h in hs
              for scheme in args.schemes]
+    compare = getattr(args, "compare_outer", None)
+    if compare:
+        lr, momentum = compare
+        compare_hs = args.compare_h
+        bad = [h for h in compare_hs if h < 1 or steps % h]
+        if bad:
+            raise SystemExit(f"--steps {steps} must be a positive multiple of every --compare-h (not of {bad})")
+        outer = (("lr", lr), ("momentum", momentum), ("nesterov", momentum > 0))
+        if outer == base["outer"]:
+            raise SystemExit("--compare-outer is the outer step the grid already runs")
+        swarm += [Cell(h=h, scheme=scheme, attack=attack, **{**base, "outer": outer}) for attack in attacks
+                  for h in compare_hs for scheme in args.schemes]
     return Cell(**base), swarm
 
 
@@ -239,6 +260,9 @@ def run(args) -> str:
 def report(base: Outcome, swarm: list[Outcome], overhead: int, elapsed: float) -> str:
     c = base.cell
     n, d = c.nodes, base.dimension
+    runs = len(swarm) + 1
+    compared = [o for o in swarm if o.cell.outer != c.outer]   # --compare-outer's cells
+    swarm = [o for o in swarm if o.cell.outer == c.outer]
     by = {(o.cell.h, o.cell.scheme, o.cell.attack): o for o in swarm}
     hs = list(dict.fromkeys(o.cell.h for o in swarm))
     schemes = list(dict.fromkeys(o.cell.scheme for o in swarm))
@@ -292,7 +316,7 @@ def report(base: Outcome, swarm: list[Outcome], overhead: int, elapsed: float) -
     schedule = f"warmup {opt.warmup_steps} steps" + (f", cosine over {opt.decay_steps}" if opt.decay_steps else
                                                       ", then constant")
     return "\n".join([
-        f"In-process simulation ({len(swarm) + 1} runs, {elapsed / 60:.1f} min on this machine, one seed "
+        f"In-process simulation ({runs} runs, {elapsed / 60:.1f} min on this machine, one seed "
         f"({c.seed})): the members are built by the real `build_trainer` from the genesis `swarm cluster up --task "
         f"lm` writes{overrides} (byte-level GPT, {options}: {d:,} parameters) and each trains on its iid slice of the "
         f"stdlib corpus; every round each member runs H inner {opt.name} steps (lr {opt.lr:g}, betas "
@@ -320,7 +344,59 @@ def report(base: Outcome, swarm: list[Outcome], overhead: int, elapsed: float) -
         table(header, rows),
         "",
         f"Targets met in {sum(checks)} of {len(checks)} checks.",
+        *_compared(compared, by, ref, attack, n),
     ])
+
+
+def _compared(compared: list[Outcome], by: dict, ref: float, attack: str | None, n: int) -> list[str]:
+    """The second table: ``--compare-outer``'s cells against the same cells with the genesis' outer step."""
+    if not compared:
+        return []
+    cell = compared[0].cell
+    rules = rules_of(genesis_for(cell, n))
+    outer = dict(cell.outer)
+    mine = {(o.cell.h, o.cell.scheme, o.cell.attack): o for o in compared}
+    hs = list(dict.fromkeys(o.cell.h for o in compared))
+    schemes = list(dict.fromkeys(o.cell.scheme for o in compared))
+
+    def gap(o: Outcome) -> str:
+        return f"{100 * (o.metrics['loss'] / ref - 1.0):+.2f}%"
+
+    def loss(o: Outcome) -> str:
+        return f"{o.metrics['loss']:.4f} ({o.metrics['bits_per_byte']:.3f})"
+
+    rows, checks = [], []
+    for h in hs:
+        for scheme in schemes:
+            o, g = mine[(h, scheme, "none")], by[(h, scheme, "none")]
+            ok = o.metrics["loss"] / ref - 1.0 <= TARGET_LOSS
+            checks.append(ok)
+            row = [h, _scheme(scheme, cell.topk), o.rounds, loss(o), gap(o), gap(g), _verdict(ok)]
+            if attack:
+                a, ga = mine[(h, scheme, attack)], by[(h, scheme, attack)]
+                ok_a = a.metrics["loss"] / ref - 1.0 <= TARGET_LOSS_ATTACKED
+                checks.append(ok_a)
+                row += [loss(a), gap(a), gap(ga), _verdict(ok_a)]
+            row.append(", ".join(sorted({r for x in (o, mine.get((h, scheme, attack), o)) for r in x.rules_used})))
+            rows.append(row)
+    header = ["H", "scheme", "rounds", "val loss (bits/byte)", "vs single", "vs single, genesis outer step",
+              f"target <= {TARGET_LOSS:.0%}"]
+    if attack:
+        header += [f"val loss, 1 of {n} {attack}", "vs single", "vs single, genesis outer step",
+                   f"target <= {TARGET_LOSS_ATTACKED:.0%}"]
+    header.append("rule applied")
+    return [
+        "",
+        (f"Outer step compared (`--compare-outer {outer['lr']:g} {outer['momentum']:g}`): the same cells at "
+         f"H = {', '.join(str(h) for h in hs)} with server_optimizer lr {rules.server_lr:g}, momentum "
+         f"{rules.momentum:g}, Nesterov {'on' if rules.nesterov else 'off'}, everything else as above (payloads and "
+         f"communication unchanged); \"genesis outer step\" is the same row of the table above. Reduction is "
+         f"not re-checked here."),
+        "",
+        table(header, rows),
+        "",
+        f"Outer-step comparison: loss targets met in {sum(checks)} of {len(checks)} checks.",
+    ]
 
 
 def _verdict(ok: bool) -> str:

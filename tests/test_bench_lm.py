@@ -56,3 +56,30 @@ def test_tiny_lm_grid_writes_its_section_from_that_run(tmp_path: Path, monkeypat
     weak = replace(base, metrics={**base.metrics, "loss": worse * 2})
     assert "Targets met in 0 of 4 checks" in lm_bench.report(strong, rest, envelope_overhead(), 1.0)
     assert "Targets met in 2 of 4 checks" in lm_bench.report(weak, rest, envelope_overhead(), 1.0)
+
+
+def test_compare_outer_adds_a_second_table_computed_from_its_own_cells(tmp_path: Path, monkeypatch):
+    runs = []
+    real = lm_bench.run_cells
+    monkeypatch.setattr(lm_bench, "run_cells", lambda todo, workers: runs.append(real(todo, workers)) or runs[-1])
+    out = tmp_path / "BENCHMARKS.md"
+    assert main(["lm", *TINY, "--compare-outer", "0.7", "0.9", "--compare-h", "2", "--output", str(out)]) == 0
+    section = _section(out)
+    assert "(7 runs," in section and "`--compare-outer 0.7 0.9`" in section
+    assert "lr 0.7, momentum 0.9, Nesterov on" in section
+    assert re.search(r"Targets met in \d+ of 4 checks", section)            # the main grid's checks only
+    assert re.search(r"loss targets met in \d+ of 2 checks", section)
+    (outcomes,) = runs
+    base, rest = outcomes[0], outcomes[1:]
+    compared = [o for o in rest if o.cell.outer != base.cell.outer]
+    assert len(compared) == 2 and {o.cell.h for o in compared} == {2}
+    assert dict(compared[0].cell.outer) == {"lr": 0.7, "momentum": 0.9, "nesterov": True}
+    text = lm_bench.report(base, rest, envelope_overhead(), 1.0)
+    second = text[text.index("Outer step compared"):]
+    for o in compared:
+        assert f"{o.metrics['loss']:.4f} ({o.metrics['bits_per_byte']:.3f})" in second
+    # Its numbers are its cells': change one compared loss and that row changes.
+    moved = [replace(o, metrics={**o.metrics, "loss": o.metrics["loss"] * 3}) if o is compared[0] else o
+             for o in rest]
+    assert lm_bench.report(base, moved, envelope_overhead(), 1.0) != text
+    assert f"{compared[0].metrics['loss'] * 3:.4f}" in lm_bench.report(base, moved, envelope_overhead(), 1.0)
