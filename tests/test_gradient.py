@@ -42,6 +42,19 @@ def test_a_valid_gradient_is_kept_with_its_sha256_as_digest():
     assert torch.equal(gradient.vector, vector)
 
 
+def test_a_verified_gradient_holds_its_envelope_and_no_dense_copy():
+    """Issue 17: a pool holds two rounds of every member's gradient; each keeps its envelope only (fp16: 2 bytes a
+    parameter) and decodes on each read, instead of holding a float32 copy beside it (6 bytes a parameter)."""
+    vector = torch.randn(DIM, generator=torch.Generator().manual_seed(1))
+    raw = make_gradient(KEY, "s", 3, PARENT, compression.encode(vector, "fp16"))
+    gradient = _check(raw)
+    assert gradient.dim == DIM
+    assert not any(isinstance(getattr(gradient, slot), torch.Tensor) for slot in type(gradient).__slots__)
+    first, second = gradient.vector, gradient.vector
+    assert first is not second and torch.equal(first, second)  # decoded again, the same values each time
+    assert torch.equal(first, vector.half().float())
+
+
 def test_a_digest_the_caller_checked_is_kept_as_given():
     raw = _raw(torch.ones(DIM))
     digest = hashlib.sha256(raw).digest()

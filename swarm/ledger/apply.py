@@ -103,23 +103,31 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
     if active is ordered:
         quarantined = []
 
-    every = torch.stack([g.vector.to(torch.float32) for g in ordered])
+    every = torch.empty((len(ordered), state.params.numel()), dtype=torch.float32)
+    for i, g in enumerate(ordered):  # decoded straight into its row: no second dense copy of every gradient
+        every[i] = g.vector
     rows = every  # what the rule sees: late rows scaled by their weight (staleness.py); scored unscaled
     if late:
         rows = every.clone()
         for i, g in enumerate(ordered):
             if g.sender in late_senders:
                 rows[i] *= staleness.weight(round_ - g.round, rules.staleness_decay)
-    stack = rows if active is ordered else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
+    # Rows of the quarantined left out; with none to leave out, the stack itself (indexing would copy all n x d).
+    stack = rows if not quarantined else rows[[i for i, g in enumerate(ordered) if g not in quarantined]]
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     f = (len(table) - 1) // 3 if rules.follow_members else rules.f
     rule, result = _aggregate(rules, stack, weights, f)
+    # The reference is the unweighted median of every row: when the rule just computed exactly that (the default
+    # median, nobody quarantined or late), it is reused instead of a second pass over the n x d stack.
+    same = (rule == "median" and stack is every and not rules.nnm and not rules.reputation_weighted
+            and not rules.options)
+    scored_against = result.vector if same else reference(every)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum, rules.nesterov)
     # Scored unscaled, late ones included in the reference like any other: as if they had come on time.
     return Aggregated(state.hash, params, momentum, rule, tuple(g.sender for g in ordered),
                       tuple(active[i].sender for i in result.selected), tuple(g.sender for g in quarantined),
-                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, reference(every)))),
+                      dict(zip((g.sender for g in ordered), _distances_and_cosines(every, scored_against))),
                       StateBody(params, momentum), tuple(g.sender for g in late),
                       staleness.next_recent(state, rules.staleness_bound, fresh, late))
 
@@ -180,8 +188,8 @@ def _check(state: ReplicatedState, ordered: list[Gradient], round_: int) -> None
 def _check_size(state: ReplicatedState, g: Gradient) -> None:
     if g.sender not in dict(state.reputation):
         raise InvalidEntry(f"{g.sender} is not a member")
-    if g.vector.numel() != state.params.numel():
-        raise InvalidEntry(f"gradient of {g.sender} has {g.vector.numel()} values, model has "
+    if g.dim != state.params.numel():
+        raise InvalidEntry(f"gradient of {g.sender} has {g.dim} values, model has "
                            f"{state.params.numel()}")
 
 

@@ -16,24 +16,48 @@ from typing import Callable
 
 import torch
 
-from crypto.envelope import (Envelope, MessageType, OpenedHead, SignedHead, decode, open_envelope, open_signed_head,
-                             parse_header, seal)
+from crypto.envelope import (SIGNATURE_SIZE, Envelope, MessageType, OpenedHead, SignedHead, decode, open_envelope,
+                             open_signed_head, parse_header, seal)
 from crypto.keys import NodeKey
 from crypto.peer_id import peer_id_from_public_key
 from crypto.wire import DecodeError
 from swarm.round.tensor_codec import all_finite
 
 
-@dataclass(frozen=True)
 class Gradient:
-    """A verified gradient: who sent it, for which round and parent, its digest, raw bytes and decoded vector."""
+    """A verified gradient: who sent it, for which round and parent, its digest, raw bytes and decoded vector.
 
-    sender: str
-    round: int
-    parent: bytes
-    digest: bytes
-    raw: bytes
-    vector: torch.Tensor
+    A received gradient keeps only its envelope: ``vector`` decodes the payload again on each read (one pass over
+    2 bytes a parameter in fp16) instead of holding a float32 copy beside it, so a pool of two rounds of n members
+    holds n envelopes a round, not n envelopes plus n dense vectors (issue 17: 6 bytes a parameter and member
+    became 2). A vector given to the constructor (our own update, tests) is kept as it is."""
+
+    __slots__ = ("sender", "round", "parent", "digest", "raw", "dim", "_vector", "_decode")
+
+    def __init__(self, sender: str, round: int, parent: bytes, digest: bytes, raw: bytes,
+                 vector: torch.Tensor | None = None, *, decode: Callable[[], torch.Tensor] | None = None,
+                 dim: int | None = None):
+        if (vector is None) == (decode is None):
+            raise ValueError("a gradient needs either its vector or a way to decode it")
+        self.sender, self.round, self.parent, self.digest, self.raw = sender, round, parent, digest, raw
+        self._vector, self._decode = vector, decode
+        self.dim = int(vector.numel()) if vector is not None else int(dim)
+
+    @property
+    def vector(self) -> torch.Tensor:
+        return self._vector if self._vector is not None else self._decode()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Gradient):
+            return NotImplemented
+        return (self.sender, self.round, self.parent, self.digest) == (other.sender, other.round, other.parent,
+                                                                       other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.sender, self.round, self.digest))
+
+    def __repr__(self) -> str:
+        return f"Gradient(sender={self.sender[:12]}, round={self.round}, digest={self.digest.hex()[:12]})"
 
 
 def digest_of(raw: bytes) -> bytes:
@@ -70,8 +94,11 @@ def verify_gradient(raw: bytes, *, swarm_id: str, members: set[str], max_size: i
     vector = decode_payload(envelope.payload)
     if not all_finite(vector):
         raise DecodeError("non_finite", "gradient holds NaN or infinite values")
-    return Gradient(sender, envelope.round, claimed_parent, digest if digest is not None else digest_of(raw),
-                    bytes(raw), vector)
+    raw = bytes(raw)
+    start = len(raw) - SIGNATURE_SIZE - len(envelope.payload)  # the payload sits right before the signature
+    payload = memoryview(raw)[start:start + len(envelope.payload)]
+    return Gradient(sender, envelope.round, claimed_parent, digest if digest is not None else digest_of(raw), raw,
+                    decode=lambda: decode_payload(payload), dim=vector.numel())
 
 
 def _parent_field(fields: dict) -> bytes:
