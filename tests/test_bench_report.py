@@ -49,3 +49,15 @@ def test_tiny_robustness_run_writes_a_table(tmp_path: Path):
     assert "| mean, no reputation |" in section and "| mean + rep. weights |" in section
     assert "krum (→median)" in section  # Krum needs n >= 2f+3: apply() fell back, and the table says so
     assert (tmp_path / "bench" / "plots" / "robustness.png").stat().st_size > 0
+    # The prose is read from what ran (issue 22), not typed in: the model, data, floor, rounds and the Krum text.
+    from bench.robustness import FLOOR
+    from bench.sim import DATASET, SimConfig
+    from swarm.config import AggregationSpec
+    c = SimConfig()
+    assert FLOOR == AggregationSpec().reputation_floor
+    assert f"({c.model} on {DATASET}, K={c.local_steps} local steps of batch {c.batch_size}, lr {c.lr})" in section
+    assert f"quarantine (floor {FLOOR:g})" in section and "2 rounds, seeds 0..0, no compression" in section
+    assert "Krum needs n >= 2f+3" in section and "Bulyan" not in section and "of 7" not in section
+    assert "see the honest updates" not in section  # sign_flip does not look at the others' updates
+    worst = section[section.index("### Worst attack per rule"):]
+    assert "| krum | " in worst and "(→median)" in worst  # the fallback is said per setting, in the cell
