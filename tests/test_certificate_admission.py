@@ -10,7 +10,11 @@ import dataclasses
 
 import pytest
 
-from consensus.messages import Entry, NewTerm, PreparedCertificate, Vote, signed_fields, signing_bytes
+from consensus.actions import Send
+from consensus.messages import (MAX_CATCHUP_ENTRIES, CatchUpRequest, CatchUpResponse, CommitCertificate,
+                                CommittedEntry, Entry, NewTerm, PreparedCertificate, Vote, signed_fields,
+                                signing_bytes)
+from consensus.ready import Ready
 
 
 @pytest.fixture
@@ -70,3 +74,52 @@ def test_an_invalid_certificate_costs_its_sender_and_few_checks(node_and_keys):
     assert node.scores.get(keys["node3"].peer_id).score < 1.0
     assert node.core.verify.verifications - before <= 3  # the NewTerm, one vote, then the lock's shape fails
     assert node.scores.get(keys["node1"].peer_id).rejected == 0
+
+
+def full_catchup_answer(node, keys, server: str, from_round: int) -> CatchUpResponse:
+    """A catch-up answer of 64 entries, each with a 4-signature certificate: 257 signature checks at n = 4. Its
+    rounds are far ahead of the node, so the core sets it aside unverified (as an honest answer from another branch
+    of time): only the admission charge is measured."""
+    members = node.genesis.peer_ids
+    entries = []
+    for k in range(MAX_CATCHUP_ENTRIES):
+        entry = Entry(from_round + k, (b"g" * 32,), "median", {}, b"s" * 32, b"p" * 32)
+        cert = CommitCertificate(1, from_round + k, entry.digest(), tuple((m, b"x" * 64) for m in members))
+        entries.append(CommittedEntry(entry, cert))
+    key = keys[server]
+    return sign(key, node.genesis.swarm_id, CatchUpResponse(from_round, tuple(entries), key.peer_id))
+
+
+def asked(node, peer: str, from_round: int) -> None:
+    """The node's core asks ``peer`` for entries from ``from_round``, through the node's real send path."""
+    sent = []
+    node.send = lambda to, data: sent.append(to)
+    node.carry_out(Ready(messages=(Send(peer, CatchUpRequest(from_round, node.id)),)))
+    assert sent == [peer]
+
+
+def test_a_member_serving_the_catch_up_we_asked_for_is_never_charged_for_its_certificates(node_and_keys):
+    """Found in a remove/re-add cluster run: a node catching up asks again after every full answer, each answer
+    costs 257 checks at n = 4, and the member serving it was penalised for "flooding" by the node it was helping,
+    then banned. Six answers (1542 checks) against a budget of 500: each one asked for, none charged."""
+    node, keys = node_and_keys
+    server = keys["node1"].peer_id
+    for batch in range(6):
+        from_round = 1000 + batch * MAX_CATCHUP_ENTRIES
+        asked(node, server, from_round)
+        deliver(node, keys["node1"], full_catchup_answer(node, keys, "node1", from_round))
+    assert node.metrics.rejected["flooding"] == 0
+    assert node.scores.get(server).rejected == 0
+
+
+def test_catch_up_answers_nobody_asked_for_are_still_charged(node_and_keys):
+    node, keys = node_and_keys
+    asked(node, keys["node2"].peer_id, 1000)  # asked node2, not node3; and node3's second answer is a replay
+    for _ in range(3):
+        deliver(node, keys["node3"], full_catchup_answer(node, keys, "node3", 1000))
+    assert node.metrics.rejected["flooding"] >= 1
+    assert node.scores.get(keys["node3"].peer_id).score < 1.0
+    # node2's answer is still owed: one reply, once
+    for _ in range(3):
+        deliver(node, keys["node2"], full_catchup_answer(node, keys, "node2", 1000))
+    assert node.scores.get(keys["node2"].peer_id).rejected >= 1  # the first is excused, the replays are not

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Callable
 
-from consensus.messages import Message
+from consensus.messages import CatchUpResponse, Message
 from consensus.quorum import signature_work
 from crypto.envelope import MessageType, open_envelope, peek as peek_envelope
 from crypto.peer_id import PeerIdError, public_key_from_peer_id
@@ -54,6 +54,7 @@ class Inbound:
         self.on_membership: Callable[[str, dict], None] | None = None  # membership change requests from members
         self.evidence: dict[bytes, GradientEquivocation] = {}  # by digest (one per sender and round), not yet taken
         self._proved: dict[bytes, int] = {}  # digest -> round of every piece built lately, taken or not
+        self._asked_catchup: dict[str, int] = {}  # member -> the round our latest catch-up request to it asked from
         self._late_logged: dict[str, int] = {}  # member -> the round of the last late gradient whose drop was logged
 
     async def on_control(self, peer: str, data: bytes) -> None:
@@ -75,11 +76,27 @@ class Inbound:
             self.reject(peer, exc.reason, str(exc))
             return
         extra = signature_work(message) - 1  # certificates inside: paid for before anything is verified
+        if extra and self._answers_our_request(peer, message):
+            extra = 0  # work we asked for, at the pace of our own requests: never the sender's flood
         if extra and not self.limiter.allow(peer, time.monotonic(), extra):
             self.reject(peer, "flooding", f"a message asking for {extra + 1} signature checks, over budget")
             return
         self.scores.reward(peer)
         self._on_message(peer, message)
+
+    def asked_catchup(self, peer: str, round_: int) -> None:
+        """We sent ``peer`` a catch-up request from ``round_``: its one answer is work we asked for. A catch-up
+        answer carries up to 64 commit certificates (257 signature checks at n = 4), and the requester asks again
+        at once after each full one, so a member serving a long catch-up used to exhaust its own rate budget
+        at the node it was helping and be penalised, then banned, for "flooding"."""
+        self._asked_catchup[peer] = round_
+
+    def _answers_our_request(self, peer: str, message) -> bool:
+        """Whether ``message`` is the catch-up answer ``peer`` owes us (once: a replay of it is charged)."""
+        if not isinstance(message, CatchUpResponse) or self._asked_catchup.get(peer) != message.round:
+            return False
+        del self._asked_catchup[peer]
+        return True
 
     async def on_payload(self, peer: str, digest: bytes, data: bytes) -> None:
         if not self._admit(peer, data):

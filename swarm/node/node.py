@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from consensus.actions import BuildProposal, LoadEntries, Send, ValidateProposal
 from consensus.events import EntriesLoaded, PayloadsReady, Received, Tick
-from consensus.messages import Commit, CommittedEntry, commit_cert_to_plain, committed_from_plain
+from consensus.messages import CatchUpRequest, Commit, CommittedEntry, commit_cert_to_plain, committed_from_plain
 from consensus.ready import Ready, ready
 from consensus.replica import FOLLOWER, Config as CoreConfig, Replica
 from consensus.timing import TimingConfig
@@ -228,6 +228,8 @@ class Node:
         for action in batch.messages:
             if isinstance(action.message, Commit):  # sent once our prepare quorum is in and the lock is persisted
                 self.mark_phase(action.message.term, action.message.round, "prepared")
+            if isinstance(action.message, CatchUpRequest) and isinstance(action, Send):
+                self.inbound.asked_catchup(action.to, action.message.round)
             data = encode_message(self.key, self.genesis.swarm_id, action.message)
             for peer in [action.to] if isinstance(action, Send) else self.core.membership.members:
                 if peer != self.id:
