@@ -69,6 +69,10 @@ class TrainingConfig:
     local_steps: int = field(default=10, metadata={"min": 1, "max": 10000})
     prox_mu: float = field(default=0.0, metadata={"min": 0.0})
     device: str = "auto"
+    # Local training's forward pass and loss in "bf16" (torch.autocast with bfloat16 on the training device: CUDA,
+    # or the CPU) or "fp32". Parameters, optimizer state and the signed update stay float32; local like the rest
+    # of this section: members may differ, the replicated state is float64 on the CPU either way.
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
     # Evaluate the committed model on the test split every this many rounds (and at max_rounds); 0 = never. For
     # people watching: it costs a forward pass over the test set and never touches the replicated state.
     eval_every: int = field(default=1, metadata={"min": 0})

@@ -91,7 +91,7 @@ def build_trainer(config: NodeConfig, genesis: Genesis, peer_id: str) -> Trainer
         seed=genesis.model.seed, batch_size=config.training.batch_size, lr=None,
         local_steps=config.training.local_steps, partition=partition_of(config), alpha=config.dataset.alpha,
         device=config.training.device, prox_mu=config.training.prox_mu, task=task,
-        optimizer=inner_optimizer(config, task))
+        optimizer=inner_optimizer(config, task), precision=config.training.precision)
     check_model(genesis, task, trainer.initial_parameters())
     return trainer
 

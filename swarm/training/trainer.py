@@ -7,6 +7,7 @@ What is trained is a :class:`swarm.training.tasks.Task` (model, data, loss, inne
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import replace
@@ -21,6 +22,9 @@ from .tasks.base import DataSource, InnerOptimizer, NonFiniteLoss, Task, TaskErr
 log = logging.getLogger("swarm.training")
 
 EVAL_BATCH_SIZE = 1024
+# training.precision: "fp32" trains in float32; "bf16" runs the forward pass and the loss of local training under
+# torch.autocast(dtype=torch.bfloat16) on the trainer's device (CUDA, or the CPU, whose autocast supports bf16).
+PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -62,6 +66,12 @@ class Trainer:
     The inner optimizer (``optimizer``, default: the task's) keeps its state (AdamW moments, the schedule's step)
     from round to round on this node only; it is rebuilt from zero after a restart.
     ``label_flip=True`` trains on flipped labels (an attack profile), for tasks that have labels.
+    ``precision="bf16"`` runs each forward pass and loss of local training under ``torch.autocast`` with bfloat16
+    on the trainer's device type; the backward pass, the parameters, the inner optimizer's state and the update
+    stay float32 (no loss scaling is needed for bf16), so the update the node signs is float32 either way.
+    Evaluation always runs in float32, so a member's reported metrics do not depend on its precision. The setting
+    is local (node config ``training.precision``): the replicated state is computed on the CPU in float64 whatever
+    precision each member trains in.
 
     Built without ``task``, it trains the built-in classification task on ``model_name`` and ``dataset_name``
     with the dataset's own shape (the simulations in bench/ do this; a node builds its task from the genesis).
@@ -71,7 +81,8 @@ class Trainer:
                  num_nodes: int = 1, seed: int = 0, batch_size: int = 64, lr: float | None = 0.1,
                  local_steps: int = 1, partition: str = "iid", alpha: float = 0.5, device: str = "auto",
                  prox_mu: float = 0.0, label_flip: bool = False, task: Task | None = None,
-                 optimizer: InnerOptimizer | None = None, eval_batch_size: int = EVAL_BATCH_SIZE):
+                 optimizer: InnerOptimizer | None = None, eval_batch_size: int = EVAL_BATCH_SIZE,
+                 precision: str = "fp32"):
         if task is None:
             task = _simulation_task(model_name, dataset_name, seed)
         optimizer = optimizer or task.inner_optimizer()
@@ -80,11 +91,14 @@ class Trainer:
         optimizer.check()
         if local_steps < 1 or batch_size < 1 or prox_mu < 0:
             raise ValueError("need local_steps >= 1, batch_size >= 1, prox_mu >= 0")
+        if precision not in PRECISIONS:
+            raise TaskError("training.precision", f"expected one of {', '.join(PRECISIONS)}, got {precision!r}")
         if partition not in task.partitions:
             raise TaskError("dataset.partition", f"task {task.name!r} takes {', '.join(task.partitions)}, "
                                                  f"got {partition!r}")
         self.task, self.opt = task, optimizer
         self.device = resolve_device(device)
+        self.precision = precision
         self.seed, self.batch_size, self.lr = seed, batch_size, optimizer.lr
         self.local_steps, self.prox_mu, self.label_flip = local_steps, prox_mu, label_flip
         self.eval_batch_size = eval_batch_size
@@ -146,7 +160,10 @@ class Trainer:
         for step in range(self.local_steps):
             self.model.zero_grad(set_to_none=True)
             for _ in range(accum):
-                loss = self.task.loss(self.model, self._next_batch())
+                batch = self._next_batch()
+                with self.autocast():
+                    loss = self.task.loss(self.model, batch)
+                loss = loss.float()
                 if not bool(torch.isfinite(loss.detach())):
                     raise NonFiniteLoss(f"task {self.task.name!r}: non-finite loss ({float(loss.detach())}) at local step "
                                         f"{step + 1} of {self.local_steps}; this round's update is dropped")
@@ -161,6 +178,13 @@ class Trainer:
                 return _finite(flatten_gradients(self.model), self.task)
             self._inner_step(params)
         return _finite(flat_params.detach().to("cpu", torch.float32) - flatten_parameters(self.model), self.task)
+
+    def autocast(self):
+        """The context local training's forward pass and loss run in: bf16 autocast on the trainer's device type
+        with ``precision="bf16"``, nothing otherwise."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _inner_step(self, params: list[nn.Parameter]) -> None:
         lr = self.opt.lr_at(self._step)
@@ -180,7 +204,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_metrics(self, flat_params: torch.Tensor) -> dict[str, float]:
-        """The task's named metrics (``loss`` first) on its fixed validation split, batch by batch."""
+        """The task's named metrics (``loss`` first) on its fixed validation split, batch by batch, in float32
+        whatever ``precision`` local training uses (no autocast here)."""
         load_flat_parameters(self.model, flat_params.to(self.device, torch.float32))
         self.model.eval()
         batches = (self.task.to_device(b, self.device)
