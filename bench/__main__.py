@@ -30,6 +30,7 @@ NATIVE = {  # part -> module with PART, HEADING, add_arguments(parser), run(args
     "stragglers": "bench.stragglers",
     "lm": "bench.lm_bench",
     "large": "bench.large_model",
+    "gpu": "bench.gpu",
 }
 WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick, heading)
     "aggregation": ("bench.aggregation", ["--n", "8", "16", "--d", "1e6", "--repeat", "3"],
@@ -40,7 +41,7 @@ WRAPPED = {  # part -> (module, arguments for a full run, arguments for --quick,
     "consensus": ("bench.consensus", [], [], "## Consensus"),
     "soak": ("bench.soak", ["--minutes", "2"], ["--minutes", "1", "--interval", "2"], "## Soak"),
 }
-ORDER = ["robustness", "collaboration", "compression", "time_to_accuracy", "scaling", "scale", "stragglers", "lm", "large", "aggregation", "transport",
+ORDER = ["robustness", "collaboration", "compression", "time_to_accuracy", "scaling", "scale", "stragglers", "lm", "large", "gpu", "aggregation", "transport",
          "round", "consensus", "soak"]
 WRAPPED_TIMEOUT_S = 1800
 
