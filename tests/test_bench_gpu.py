@@ -7,6 +7,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench import gpu, report
@@ -76,3 +77,65 @@ def test_committed_hashes_are_read_from_the_nodes_log_line():
             "ba9876543210\n")
     assert gpu.committed_hashes(text) == {3: "0123456789ab", 4: "ba9876543210"}
 
+
+
+@pytest.mark.parametrize("diverge", [False, True])
+def test_the_cuda_path_end_to_end_with_the_processes_faked(tmp_path, monkeypatch, diverge):
+    """The part as it runs on a GPU machine, with node0 on the CPU, the node processes replaced by a fake cluster
+    whose /status advances a round per poll and whose logs name the committed hashes: the checks and the table."""
+    import time as _time
+
+    from swarm.ops import http_json
+    monkeypatch.setattr(gpu, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake GPU")
+    monkeypatch.setattr(gpu, "CUDA_DEVICE", "cpu")
+    monkeypatch.setattr(gpu, "time_local_updates", lambda specs: {"cpu, bf16 (node0)": 0.5, "cpu, fp32": 0.8,
+                                                                  "cpu, fp32 (node1..3)": 2.0})
+    polls: dict[str, int] = {}
+
+    class FakeCluster:
+        def __init__(self, folder, specs):
+            self.folder, self.specs, self.procs = folder, specs, {}
+            (folder / "logs").mkdir(exist_ok=True)
+
+        def start(self):
+            pass
+
+        def stop(self):
+            for spec in self.specs:
+                rounds = range(1, 6)
+                (self.folder / "logs" / f"{spec.name}.log").write_text("".join(
+                    f"INFO committed round {r} term 1 leader node1 hash "
+                    f"{r + 1000 * (diverge and spec.name == 'node3' and r == 3):012x} (12 ms)\n" for r in rounds))
+
+    def status(url, timeout):
+        if "/history" in url:
+            return [{"round": 5, "reputation": {"node0": 1.0, "node1": 1.0}}]
+        name = next(n for n in ("node0", "node1", "node2", "node3") if f":{ports[n]}/" in url)
+        polls[name] = min(5, polls.get(name, 0) + 1)
+        return {"round": polls[name], "state_hash": "ab" * 32}
+    ports: dict[str, int] = {}
+    real_prepare = gpu.prepare_cluster
+
+    def prepare(folder, args):
+        specs = real_prepare(folder, args)
+        ports.update({s.name: s.api_port for s in specs})
+        return specs
+    monkeypatch.setattr(gpu, "prepare_cluster", prepare)
+    monkeypatch.setattr(cluster, "Cluster", FakeCluster)
+    monkeypatch.setattr(http_json, "get_json", status)
+    monkeypatch.setattr(_time, "sleep", lambda s: None)
+    out = tmp_path / "BENCHMARKS.md"
+    if diverge:
+        with pytest.raises(SystemExit, match="did not agree"):
+            main(["gpu", "--rounds", "4", "--output", str(out)])
+        section = _section(out)
+        assert "DIFFERENT at rounds [3]" in section and "CHECK FAILED" in section
+        return
+    assert main(["gpu", "--rounds", "4", "--output", str(out)]) == 0
+    section = _section(out)
+    assert "node0 trains on Fake GPU" in section
+    assert "equal at all 5 rounds (1..5)" in section and "equal on all 4: abababab" in section
+    assert "| node0's reputation (node1's last history row) | 1.000 |" in section
+    assert "0.500 s (4.0x the CPU node)" in section and "| 2.000 s |" in section
+    assert "The CUDA bf16 node and the CPU nodes reached the same state hashes" in section
