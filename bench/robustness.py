@@ -124,10 +124,26 @@ def grid(args) -> list[SimConfig]:
     return configs
 
 
+CEILING = "honest members only, mean (ceiling)"
+
+
+def ceiling_grid(configs: list[SimConfig]) -> list[SimConfig]:
+    """Per size, partition and seed: the honest members alone on their own shards (sim.SimConfig.honest_only).
+    The most any rule can reach under attack: the attackers' shards are lost to the swarm whatever it does."""
+    keys = dict.fromkeys((c.nodes, c.partition, c.alpha, c.seed, c.rounds, c.device) for c in configs)
+    return [SimConfig(nodes=n, f=SIZES[n], byzantine=SIZES[n], rule="mean", weighted=False, reputation_floor=0.0,
+                      partition=partition, alpha=alpha, seed=seed, rounds=rounds, device=device, honest_only=True)
+            for n, partition, alpha, seed, rounds, device in keys]
+
+
 def run(args) -> str:
     configs = grid(args)
     started = time.perf_counter()
     results = simulate_grid(configs, args.workers or _cores())
+    ceilings: dict = {}
+    if any(a != "none" for a in args.attacks):
+        for res in run_all(ceiling_grid(configs), workers=args.workers or _cores()):
+            ceilings.setdefault((res.config.nodes, res.config.partition), []).append(res)
     elapsed = time.perf_counter() - started
     cells = _group(results)
     c0 = configs[0]
@@ -136,7 +152,8 @@ def run(args) -> str:
             f"of the round)" if observing else "")
     compression = "no compression" if c0.compression == "none" else f"{c0.compression} compression"
     body = [
-        f"In-process simulation ({len(configs)} cells, {_simulated(configs)} simulated, {elapsed / 60:.1f} min on "
+        f"In-process simulation ({len(configs)} cells, {_simulated(configs)} simulated, "
+        f"{sum(map(len, ceilings.values()))} honest-only ceiling runs, {elapsed / 60:.1f} min on "
         f"this machine): every round each "
         f"node runs the real Trainer ({c0.model} on {DATASET}, K={c0.local_steps} local steps of batch "
         f"{c0.batch_size}, lr {c0.lr}), the last f nodes replace their update by the attack{sees}, and the real "
@@ -151,16 +168,24 @@ def run(args) -> str:
         f"accuracy under {FAILING:.0%}. \"+ rep. weights\": rows weighted by committed reputation "
         f"(`RoundRules(reputation_weighted=True)`). Plain rules keep quarantine (floor {FLOOR:g}), except the plain "
         f"mean, which runs without reputation at all (\"no reputation\"). **(default)**: the genesis default "
-        f"(what `swarm cluster init` writes: `DEFAULT_RULE` in swarm/ops/cluster.py).",
+        f"(what `swarm cluster init` writes: `DEFAULT_RULE` in swarm/ops/cluster.py). \"{CEILING}\": the "
+        f"attackers take no part at all and the honest members average their own shards' updates (the same "
+        f"shards as in the attacked cells): the most a perfect filter could reach, since the attackers' data are "
+        f"lost to the swarm whatever the rule does; under no attack, every member is honest and the row is the "
+        f"plain mean's.",
         "",
-        *_summary(cells, args),
+        *_summary(cells, args, ceilings),
     ]
     for (n, partition), rows in cells.items():
         attacks = [a for a in args.attacks]
         header = [f"rule (n={n}, f={SIZES[n]}, {_partition(partition, args.alpha)})", *attacks]
         lines = [[_row_label(v, rows[v]), *(_cell(rows[v].get(a)) for a in attacks)] for v in rows]
+        if (n, partition) in ceilings:
+            mean = rows.get(Variant("mean", False, 0.0), {}).get("none")
+            lines.append([CEILING, *(_cell(mean) if a == "none" else _cell(ceilings[(n, partition)])
+                                     for a in attacks)])
         body += [f"### n={n}, f={SIZES[n]}, {_partition(partition, args.alpha)}", "", table(header, lines), ""]
-    body += _worst_case(cells, args)
+    body += _worst_case(cells, args, ceilings)
     body.append(_plot(cells, args))
     return "\n".join(body)
 
@@ -200,7 +225,7 @@ def _clipping_options() -> str:
     return f"tau {params['tau'].default:g}, {params['iterations'].default} iterations"
 
 
-def _summary(cells: dict, args) -> list[str]:
+def _summary(cells: dict, args, ceilings: dict) -> list[str]:
     """The headline: the default against the textbook mean without attack, its worst attack, and every row whose
     worst attack falls under BROKEN, per setting."""
     default, mean = default_variant(), Variant("mean", False, 0.0)
@@ -216,7 +241,10 @@ def _summary(cells: dict, args) -> list[str]:
             parts.append(text)
             if attacked:
                 worst = min(attacked, key=lambda a: _final(rows[default][a]))
-                parts.append(f"worst attack {_final(rows[default][worst]):.1f}% ({worst})")
+                text = f"worst attack {_final(rows[default][worst]):.1f}% ({worst})"
+                if (n, partition) in ceilings:
+                    text += f", honest-only ceiling {_final(ceilings[(n, partition)]):.1f}%"
+                parts.append(text)
         broken = [f"{_row_label(v, by)} {_final(by[a]):.1f}% ({a})" for v, by in rows.items()
                   for a in [min(attacked, key=lambda a: _final(by[a]))] if attacked and _final(by[a]) < 100 * BROKEN]
         if broken:
@@ -273,7 +301,7 @@ def _cell(runs: list[SimResult] | None) -> str:
     return text
 
 
-def _worst_case(cells: dict, args) -> list[str]:
+def _worst_case(cells: dict, args, ceilings: dict) -> list[str]:
     """Per variant and setting: the lowest mean final accuracy over the attacks, and which attack it was."""
     settings = list(cells)
     attacked = [a for a in args.attacks if a != "none"]
@@ -289,6 +317,8 @@ def _worst_case(cells: dict, args) -> list[str]:
             row.append(f"{100 * statistics.fmean(r.final for r in by_attack[worst]):.1f} ({worst})"
                        + _row_label(v, by_attack).removeprefix(v.label))
         rows.append(row)
+    if ceilings:
+        rows.append([CEILING, *(f"{_final(ceilings[key]):.1f}" if key in ceilings else "" for key in settings)])
     header = ["rule", *(f"n={n}, {_partition(p, args.alpha)}" for n, p in settings)]
     return ["### Worst attack per rule (mean final accuracy %, attack; →: the rule apply() used instead in that "
             "setting, over all its attacks)", "", table(header, rows), ""]

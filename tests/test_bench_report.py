@@ -1,6 +1,7 @@
 """The benchmark report writer and a tiny robustness run (fast: no node processes, two simulated rounds)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from bench import report
@@ -59,5 +60,21 @@ def test_tiny_robustness_run_writes_a_table(tmp_path: Path):
     assert f"quarantine (floor {FLOOR:g})" in section and "2 rounds, seeds 0..0, no compression" in section
     assert "Krum needs n >= 2f+3" in section and "Bulyan" not in section and "of 7" not in section
     assert "see the honest updates" not in section  # sign_flip does not look at the others' updates
+    # The honest-only ceiling: one run per seed (attackers absent), shown beside every attack and in the summary.
+    assert "1 honest-only ceiling runs" in section
+    assert "| honest members only, mean (ceiling) |" in section and "honest-only ceiling" in section
     worst = section[section.index("### Worst attack per rule"):]
     assert "| krum | " in worst and "(→median)" in worst  # the fallback is said per setting, in the cell
+
+
+def test_the_honest_only_ceiling_leaves_the_attackers_out_whatever_their_attack():
+    """The ceiling run trains only the honest members on their own shards: the attack named does not change it,
+    and it differs from the same swarm with its attacker in (a plain mean dragged by a gaussian attacker)."""
+    from bench.sim import SimConfig, simulate
+
+    base = SimConfig(nodes=4, f=1, byzantine=1, rule="mean", weighted=False, reputation_floor=0.0, rounds=2,
+                     local_steps=2, partition="dirichlet")
+    ceiling = simulate(replace(base, attack="gaussian", honest_only=True))
+    assert simulate(replace(base, attack="sign_flip", honest_only=True)).accuracy == ceiling.accuracy
+    assert simulate(replace(base, attack="gaussian")).accuracy != ceiling.accuracy
+    assert ceiling.rules_used == ["mean", "mean"] and ceiling.quarantined_at == {}
