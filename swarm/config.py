@@ -386,6 +386,29 @@ def load_genesis(path: str | Path) -> Genesis:
     return genesis
 
 
+def _check_rule_options(aggregation: AggregationSpec, source: str) -> None:
+    """The rule's options, refused at start with the key: otherwise a bad one (an unknown key, a negative tau)
+    would pass every check and fail every round's aggregation on every member. Tried once on a small stack."""
+    import inspect
+
+    import torch
+
+    from swarm.aggregation import RULES as FUNCTIONS, aggregate
+
+    if not isinstance(aggregation.options, dict):
+        raise ConfigError(source, "aggregation.options", "expected a mapping of option names to values")
+    accepted = set(list(inspect.signature(FUNCTIONS[aggregation.rule]).parameters)[3:])  # after vectors, f, weights
+    for key in aggregation.options:
+        if key not in accepted:
+            raise ConfigError(source, f"aggregation.options.{key}",
+                              f"rule {aggregation.rule} takes {', '.join(sorted(accepted)) or 'no options'}")
+    trial = torch.arange(21, dtype=torch.float32).reshape(7, 3)
+    try:
+        aggregate(aggregation.rule, trial, 1, nnm=aggregation.nnm, **aggregation.options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(source, "aggregation.options", str(exc)) from None
+
+
 def validate_genesis(genesis: Genesis, source: str) -> None:
     if not genesis.swarm_id or len(genesis.swarm_id.encode()) > 64:
         raise ConfigError(source, "swarm_id", "expected a non-empty string of at most 64 bytes")
@@ -396,6 +419,7 @@ def validate_genesis(genesis: Genesis, source: str) -> None:
         raise ConfigError(source, "aggregation.reputation_weighted",
                           f"rule {aggregation.rule} takes no weights; set it to false or use one of "
                           f"{', '.join(WEIGHTABLE_RULES)}")
+    _check_rule_options(aggregation, source)
     seen_ids, seen_names = set(), set()
     for i, member in enumerate(genesis.members):
         try:

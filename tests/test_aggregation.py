@@ -208,6 +208,39 @@ def test_centered_clipping(seed, n, kind):
     close(got.vector, ref_cc(x, 2.0, 1, start))
 
 
+@pytest.mark.parametrize("seed,n,kind", CASES[:4])
+def test_centered_clipping_with_tau_from_the_round_matches_the_reference(seed, n, kind):
+    """tau="auto": the median of the rows' distances to the coordinate median, then the plain iteration."""
+    x = make_stack(seed, n, 40, kind)
+    start = ref_median(x)
+    tau = float(np.median(np.sqrt(((x - start) ** 2).sum(axis=1))))
+    got = run("centered_clipping", x, 1, tau="auto", iterations=3)
+    assert got.info["tau"] == pytest.approx(tau, rel=1e-12)
+    close(got.vector, ref_cc(x, tau, 3, start))
+
+
+def test_centered_clipping_with_tau_from_the_round_is_the_same_at_any_scale():
+    """A fixed tau means something else for updates a thousand times smaller; "auto" scales with them, so one far
+    row moves the result by about as much as a typical member, relative to the update size, at any scale."""
+    rng = np.random.default_rng(7)
+    honest = rng.normal(1.0, 0.3, size=(6, 50))
+    far = np.full((1, 50), 1e4)
+    x = np.vstack([honest, far])
+    for scale in (1e-3, 1.0, 1e3):
+        got = run("centered_clipping", x * scale, 2, tau="auto").vector.numpy()
+        assert np.allclose(got / scale, run("centered_clipping", x, 2, tau="auto").vector.numpy(), rtol=1e-5)
+        assert np.linalg.norm(got / scale - honest.mean(axis=0)) < np.linalg.norm(honest[0] - honest.mean(axis=0))
+    fixed = run("centered_clipping", x * 1e-3, 2, tau=1.0).vector.numpy() / 1e-3  # tau far above the spread
+    assert np.linalg.norm(fixed - honest.mean(axis=0)) > 50  # the far row dragged it out
+
+
+def test_centered_clipping_with_most_rows_on_the_center_returns_it():
+    x = np.zeros((5, 8))
+    x[4] = 100.0
+    got = run("centered_clipping", x, 1, tau="auto")
+    assert np.array_equal(got.vector.numpy(), np.zeros(8)) and got.info["tau"] == 0.0
+
+
 @pytest.mark.parametrize("seed,n,kind", CASES[:5])
 def test_nnm_composes(seed, n, kind):
     x = make_stack(seed, n, 30, kind)
@@ -282,6 +315,8 @@ def test_rejects_bad_input():
                  lambda: aggregate("mean", good, 0, weights=[0] * 5), lambda: aggregate("bulyan", good, 0, weights=[1] * 5),
                  lambda: aggregate("multikrum", torch.zeros(7, 3), 1, m=0),
                  lambda: aggregate("centered_clipping", good, 0, tau=-1.0),
+                 lambda: aggregate("centered_clipping", good, 0, tau="automatic"),
+                 lambda: aggregate("centered_clipping", good, 0, tau=True),
                  lambda: aggregate("mean", good.to(torch.int64), 0)):
         with pytest.raises(ValueError):
             call()

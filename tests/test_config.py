@@ -63,6 +63,13 @@ def test_genesis_derives_f_and_quorum_as_the_consensus_core_does(tmp_path):
     (lambda t: t.replace("name: n1", "name: n0"), "members[1].name"),
     (lambda t: t + "aggregation: {rule: average}\n", "aggregation.rule"),
     (lambda t: t.replace("swarm_id: demo", "swarm_id: ''"), "swarm_id"),
+    # the rule's options: an unknown key, or a value the rule refuses, would fail every round on every member
+    (lambda t: t + "aggregation: {rule: centered_clipping, options: {radius: 2}}\n",
+     "aggregation.options.radius"),
+    (lambda t: t + "aggregation: {rule: centered_clipping, options: {tau: -1}}\n", "aggregation.options"),
+    (lambda t: t + "aggregation: {rule: centered_clipping, options: {tau: automatic}}\n", "aggregation.options"),
+    (lambda t: t + "aggregation: {rule: median, options: {tau: 1}}\n", "aggregation.options.tau"),
+    (lambda t: t + "aggregation: {rule: multikrum, options: {m: 0}}\n", "aggregation.options"),
 ])
 def test_bad_genesis_is_refused(tmp_path, mutate, key):
     path = write(tmp_path, "genesis.yaml", mutate(genesis_text()))
@@ -76,3 +83,11 @@ def test_duplicate_member_is_refused(tmp_path):
     text = f"swarm_id: d\nmembers:\n  - {{name: a, peer_id: {pid}}}\n  - {{name: b, peer_id: {pid}}}\n"
     with pytest.raises(ConfigError, match="duplicate peer id"):
         load_genesis(write(tmp_path, "g.yaml", text))
+
+
+@pytest.mark.parametrize("aggregation", ["{rule: centered_clipping, options: {tau: auto, iterations: 2}}",
+                                         "{rule: centered_clipping, options: {tau: 0.5}}",
+                                         "{rule: multikrum, options: {m: 2}}", "{rule: trimmed_mean, nnm: true}"])
+def test_good_rule_options_are_accepted(tmp_path, aggregation):
+    genesis = load_genesis(write(tmp_path, "genesis.yaml", genesis_text() + f"aggregation: {aggregation}\n"))
+    assert genesis.aggregation.rule in aggregation

@@ -3,6 +3,12 @@
 v <- v + (1/n) sum_i (x_i - v) * min(1, tau / ||x_i - v||), repeated ``iterations`` times, starting from a
 deterministic center: the previous aggregate when given (option ``center``), else the coordinate median.
 Norms use the exact Gram scheme so every node computes the same clipping factors.
+
+``tau`` is a distance in the units of the updates, so a fixed one suits one workload: where honest updates are
+far smaller than it, an outlier moves the result by up to ``iterations * tau / n`` in any direction, and where they
+are far larger, every honest row is clipped and the result barely leaves the center. ``tau="auto"`` takes it from
+the round itself: the median of the rows' distances to the starting center (the rows within it, a majority of
+honest ones when f < n/2, are not clipped; an outlier counts for no more than a typical member).
 """
 from __future__ import annotations
 
@@ -16,13 +22,15 @@ from .median import coordinate_median
 
 
 def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Tensor | None = None,
-                                tau: float = 1.0, iterations: int = 3,
+                                tau: float | str = 1.0, iterations: int = 3,
                                 center: torch.Tensor | None = None) -> AggregationResult:
     n, d = vectors.shape
     if weights is not None:
         raise ValueError("centered clipping does not take weights")
-    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be a positive finite number, got {tau!r}")
+    adaptive = tau == "auto"
+    if not adaptive and not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau)
+                             and tau > 0):
+        raise ValueError(f"tau must be a positive finite number or 'auto', got {tau!r}")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     if center is None:
@@ -33,6 +41,10 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
             raise ValueError(f"center must be a finite vector of shape ({d},)")
         v = center.to(torch.float64).clone()
     factors = []
+    if adaptive:
+        tau = median_distance(squared_norms_from(vectors, v).tolist())
+        if tau == 0.0:  # at least half the rows sit on the center: it is the answer
+            return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": [1.0] * n, "tau": 0.0})
     for _ in range(iterations):
         norms = squared_norms_from(vectors, v).tolist()
         factors = [1.0 if r <= tau * tau else tau / math.sqrt(r) for r in norms]
@@ -40,4 +52,12 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
         for i in range(n):
             step += (vectors[i] - v) * factors[i]
         v = v + step / n
-    return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors})
+    return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors, "tau": float(tau)})
+
+
+def median_distance(squared: list[float]) -> float:
+    """The median of the rows' distances (from their squares, in float64; the mean of the middle two for even n):
+    plain Python floats in a fixed order, the same on every node."""
+    ordered = sorted(math.sqrt(r) for r in squared)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
