@@ -74,6 +74,7 @@ def _load_from_git(rev: str, path: str, name: str):
 
 
 NEW_RULE = ("median", False)  # (rule, nnm) the working tree's code runs with: --rule
+NEW_OPTIONS: dict = {}  # the rule's options (genesis aggregation.options): --option KEY=VALUE
 
 
 class Run:
@@ -83,7 +84,9 @@ class Run:
         self.apply_mod, self.rep = code(which, old_rev)
         # the old code's genesis default weighted rows by reputation; the new default does not
         name, nnm = NEW_RULE if which == "new" else ("median", False)
-        self.rules = self.apply_mod.RoundRules(f=1, rule=name, nnm=nnm, reputation_weighted=which == "old")
+        options = NEW_OPTIONS if which == "new" else {}
+        self.rules = self.apply_mod.RoundRules(f=1, rule=name, nnm=nnm, reputation_weighted=which == "old",
+                                               **({"options": dict(options)} if options else {}))
         self.state = genesis_state(params, MEMBERS, b"\0" * 32)
         self.lowest = {m: 1.0 for m in MEMBERS}
         self.quarantined_rounds = {m: 0 for m in MEMBERS}
@@ -177,10 +180,19 @@ def main(argv=None) -> None:
     parser.add_argument("--rule", default="median",
                         help="the new code's rule, nnm+<rule> for nearest-neighbour mixing first (e.g. the default of "
                              "a new genesis, swarm.ops.cluster.DEFAULT_RULE)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the new code's rule, e.g. tau=auto for centered_clipping (numbers are "
+                             "read as floats)")
     args = parser.parse_args(argv)
     global NEW_RULE
     from swarm.aggregation import parse_rule
     NEW_RULE = parse_rule(args.rule)
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            NEW_OPTIONS[key] = float(value)
+        except ValueError:
+            NEW_OPTIONS[key] = value
     torch.set_num_threads(1)
     trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115
     if trace:

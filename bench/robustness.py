@@ -28,8 +28,11 @@ from swarm.ops.cluster import DEFAULT_RULE
 PART = "robustness"
 HEADING = "## Robustness under attack (in-process simulation)"
 ATTACKS = ("none", "sign_flip", "alie", "ipm", "gaussian", "label_flip")
-RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "centered_clipping", "nnm+median",
-         "nnm+trimmed_mean", "nnm+krum")
+RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "centered_clipping",
+         "centered_clipping:auto", "nnm+median", "nnm+trimmed_mean", "nnm+krum")
+# A row name "rule:tau" runs the rule with that option (genesis aggregation.options); "auto" is centered
+# clipping's radius taken from the round (swarm/aggregation/centered_clipping.py).
+RULE_OPTIONS = {"centered_clipping": "tau"}
 WEIGHTED = ("mean", "median")  # rules also run reputation-weighted by default (--weighted)
 SIZES = {4: 1, 7: 2}   # n -> f (and the number of attackers)
 FAILING = 0.80         # cells under this final accuracy are bold
@@ -70,6 +73,16 @@ def variants(rules, weighted=WEIGHTED) -> list[Variant]:
     if default_variant() not in out:
         out.append(default_variant())
     return out
+
+
+def split_rule(name: str) -> tuple[str, tuple]:
+    """("centered_clipping:auto") -> ("centered_clipping", (("tau", "auto"),)); a plain name has no options."""
+    rule, _, value = name.partition(":")
+    return (rule, ((RULE_OPTIONS[rule], value),)) if value else (rule, ())
+
+
+def row_name(rule: str, options: tuple) -> str:
+    return f"{rule}:{dict(options)[RULE_OPTIONS[rule]]}" if options else rule
 
 
 def falls_back(cfg: SimConfig) -> bool:
@@ -116,10 +129,11 @@ def grid(args) -> list[SimConfig]:
         for partition in args.partitions:
             for attack in args.attacks:
                 for v in variants(args.rules, args.weighted):
+                    rule, options = split_rule(v.rule)
                     for seed in range(seeds):
                         configs.append(SimConfig(
                             nodes=n, f=SIZES[n], byzantine=0 if attack == "none" else SIZES[n], attack=attack,
-                            rule=v.rule, weighted=v.weighted, reputation_floor=v.floor, partition=partition,
+                            rule=rule, options=options, weighted=v.weighted, reputation_floor=v.floor, partition=partition,
                             alpha=args.alpha, seed=seed, rounds=rounds, device=args.device))
     return configs
 
@@ -161,7 +175,8 @@ def run(args) -> str:
         f"processes: the multi-process swarm is covered by the time-to-accuracy and scaling parts and by the tests. "
         f"{c0.rounds} rounds, seeds 0..{max(c.seed for c in configs)}, {compression}. {_fallback_text(args)}"
         f"`nnm+rule`: nearest-neighbour mixing (Allouah et al. "
-        f"2023) before the rule. `centered_clipping`: {_clipping_options()}, from the coordinate median.",
+        f"2023) before the rule. `centered_clipping`: {_clipping_options()}, from the coordinate median; "
+        f"`centered_clipping:auto`: tau taken each round as the median of the rows' distances to that median.",
         "",
         f"Cell: final / best test accuracy (%), mean over seeds; `q3` = median round at which the attackers were "
         f"first quarantined (with the share of attacker-seed pairs ever quarantined when not all). **Bold**: final "
@@ -267,7 +282,7 @@ def _group(results: list[SimResult]) -> dict:
     for res in results:
         c = res.config
         row = cells.setdefault((c.nodes, c.partition), {}).setdefault(
-            Variant(c.rule, c.weighted, c.reputation_floor), {})
+            Variant(row_name(c.rule, c.options), c.weighted, c.reputation_floor), {})
         row.setdefault(c.attack, []).append(res)
     return cells
 
@@ -277,10 +292,10 @@ def _row_label(v: Variant, by_attack: dict) -> str:
     n >= 2f+3 usable gradients, so with f=1 of 4 it is always the median, and with f=2 of 7 it becomes the median
     once the quarantine leaves fewer than 7."""
     used = [rule for runs in by_attack.values() for res in runs for rule in res.rules_used]
-    others = sorted(set(used) - {v.rule})
+    others = sorted(set(used) - {split_rule(v.rule)[0]})
     if not others:
         return v.label
-    share = sum(rule != v.rule for rule in used) / len(used)
+    share = sum(rule != split_rule(v.rule)[0] for rule in used) / len(used)
     return v.label + f" (→{', '.join(others)}" + ("" if share == 1 else f" in {share:.0%} of rounds") + ")"
 
 

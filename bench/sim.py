@@ -63,6 +63,7 @@ class SimConfig:
     # others average (mean, no reputation). What a perfect filter could reach: an attacker's data are lost to the
     # swarm whatever the rule, which on label-skewed shards costs accuracy by itself.
     honest_only: bool = False
+    options: tuple = ()             # the rule's options as (key, value) pairs (RoundRules.options)
 
 
 @dataclass
@@ -114,7 +115,8 @@ def simulate(cfg: SimConfig) -> SimResult:
                    for name in members}
     noise = {name: torch.Generator().manual_seed(cfg.seed * 1000 + i) for i, name in enumerate(members)}
     rule, weighted, floor = cfg_rules
-    rules = RoundRules(f=cfg.f, rule=rule, reputation_weighted=weighted, reputation_floor=floor)
+    rules = RoundRules(f=cfg.f, rule=rule, reputation_weighted=weighted, reputation_floor=floor,
+                       options={} if cfg.honest_only else dict(cfg.options))
     evaluator = trainers[members[0]]
     state = genesis_state(evaluator.initial_parameters(), members, b"\0" * 32)
     everyone = frozenset(members)
