@@ -16,13 +16,23 @@ BARE = {"swarm_id": "old", "members": [{"name": f"node{i}", "peer_id": NodeKey.f
 BARE_HASH = "eb2259da6a4f4386a33deceb4c1749e7596460f68866503e0c553ee1157efb58"  # computed before DEFAULT_RULE
 
 
-def test_a_new_genesis_gets_the_median_written_out(tmp_path):
-    """The median: nnm+trimmed_mean won the accuracy tables but let an honest member fall under the floor in a
-    clean 1000-round run (swarm/ops/cluster.py)."""
-    assert DEFAULT_RULE == "median"
+def test_a_new_genesis_gets_centered_clipping_with_its_radius_from_the_round(tmp_path):
+    """Centered clipping, tau "auto": as good as the mean on label-skewed shards without attack, no worse than the
+    median under attack, and clean 1000-round runs keep every honest member over the floor (swarm/ops/cluster.py).
+    The options are written out, so the genesis says everything that decides the aggregate."""
+    assert DEFAULT_RULE == "centered_clipping"
     init_cluster(tmp_path, ClusterOptions(nodes=4))
     written = yaml.safe_load((tmp_path / "genesis.yaml").read_text())["aggregation"]
-    assert (written["rule"], written["nnm"], written["reputation_weighted"]) == ("median", False, False)
+    assert (written["rule"], written["nnm"], written["reputation_weighted"]) == ("centered_clipping", False, False)
+    assert written["options"] == {"tau": "auto"}
+    rules = rules_of(load_genesis(tmp_path / "genesis.yaml"))
+    assert (rules.rule, rules.options) == ("centered_clipping", {"tau": "auto"})
+
+
+def test_another_rule_gets_no_options(tmp_path):
+    init_cluster(tmp_path, ClusterOptions(nodes=4, rule="median"))
+    written = yaml.safe_load((tmp_path / "genesis.yaml").read_text())["aggregation"]
+    assert (written["rule"], written.get("options", {})) == ("median", {})
 
 
 def test_nnm_then_trimmed_mean_is_written_with_nnm(tmp_path):
