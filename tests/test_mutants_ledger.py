@@ -329,14 +329,58 @@ def test_an_entry_without_gradients_is_refused_in_those_words():
     assert str(caught.value) == "an entry needs at least one gradient"
 
 
-def test_the_round_rules_carry_the_genesis_server_optimizer_as_written(five):
+def test_the_round_rules_carry_every_replicated_setting_of_the_genesis_as_written(five):
     import dataclasses
 
-    from swarm.config import ServerOptimizerSpec
+    from swarm.config import AggregationSpec, ServerOptimizerSpec, StalenessSpec
+    from swarm.ledger.apply import RoundRules
     from swarm.ledger.entry_rules import rules_of
 
     genesis, _keys = five
-    outer = ServerOptimizerSpec(lr=0.7, momentum=0.9, nesterov=True)
-    rules = rules_of(dataclasses.replace(genesis, server_optimizer=outer))
-    assert (rules.server_lr, rules.momentum, rules.nesterov) == (0.7, 0.9, True)
-    assert rules.follow_members is True and rules.rule == genesis.aggregation.rule
+    written = dataclasses.replace(
+        genesis, aggregation=AggregationSpec(rule="trimmed_mean", reputation_weighted=True, nnm=True,
+                                             reputation_floor=0.4, options={"beta": 0.2}),
+        server_optimizer=ServerOptimizerSpec(lr=0.7, momentum=0.9, nesterov=True),
+        staleness=StalenessSpec(bound=3, decay=0.25))
+    rules = rules_of(written)
+    assert rules == RoundRules(f=written.f, rule="trimmed_mean", options={"beta": 0.2}, nnm=True,
+                               reputation_weighted=True, reputation_floor=0.4, server_lr=0.7, momentum=0.9,
+                               nesterov=True, staleness_bound=3, staleness_decay=0.25, follow_members=True)
+    assert rules.follow_members is True  # f follows the members in force, not the genesis' f
+
+
+def test_entry_evidence_is_at_most_four_pieces_each_counted_in_the_members_in_force(five):
+    from swarm.ledger.apply import InvalidEntry
+    from swarm.ledger.entry_rules import MAX_ENTRY_EVIDENCE, entry_extras
+
+    genesis, keys = five
+    grown = [k.peer_id for k in keys]
+    pieces = [_leader_evidence(genesis, keys[i], term=1, round_=3) for i in (1, 2, 3, 4)]
+    assert MAX_ENTRY_EVIDENCE == 4
+    signers, convicted = entry_extras(genesis, {"evidence": pieces}, 3, None, grown)
+    assert signers is None and convicted == frozenset(grown[1:])
+    with pytest.raises(InvalidEntry, match="at most 4 pieces"):
+        entry_extras(genesis, {"evidence": pieces + [_leader_evidence(genesis, keys[0])]}, 3, None, grown)
+    with pytest.raises(InvalidEntry, match="does not prove equivocation"):  # node4 is no genesis member
+        entry_extras(genesis, {"evidence": pieces}, 3, None)
+
+
+def test_apply_refuses_a_gradient_for_another_round_or_another_parent_each_alone():
+    from swarm.ledger.apply import InvalidEntry
+
+    state = _state()
+    good = [_gradient(state, s, i) for i, s in enumerate(MEMBERS)]
+    g = good[1]
+    other_parent = Gradient(g.sender, g.round, b"\x00" * 32, g.digest, g.raw, g.vector)
+    other_round = Gradient(g.sender, g.round + 1, g.parent, g.digest, g.raw, g.vector)
+    for bad in (other_parent, other_round):
+        with pytest.raises(InvalidEntry) as caught:
+            apply(state, [good[0], bad, *good[2:]], RoundRules(f=1, rule="mean"))
+        assert str(caught.value) == f"gradient of m1 is for round {bad.round} on another parent"
+    stranger = Gradient("m9", g.round, g.parent, g.digest, g.raw, g.vector)
+    with pytest.raises(InvalidEntry) as caught:
+        apply(state, [good[0], stranger], RoundRules(f=1, rule="mean"))
+    assert str(caught.value) == "m9 is not a member"
+    with pytest.raises(InvalidEntry) as caught:
+        apply(state, [good[0], good[0]], RoundRules(f=1, rule="mean"))
+    assert str(caught.value) == "two gradients from one sender"
