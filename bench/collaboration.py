@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.report import table
-from bench.robustness import SIZES, default_variant
+from bench.robustness import SIZES, default_variant, split_rule
 from bench.sim import CACHED, SimConfig, _init_worker, simulate
 from swarm.ledger.server_optimizer import apply_update
 from swarm.training.params import load_flat_parameters
@@ -120,7 +120,8 @@ def run(args) -> str:
     for n, partition, alpha in settings(args):
         members: list[MemberResult] = []
         for seed in range(seeds):
-            cfg = SimConfig(nodes=n, f=SIZES[n], rule=default.rule, weighted=default.weighted,
+            rule, options = split_rule(default.rule)  # the default with the options a genesis writes for it
+            cfg = SimConfig(nodes=n, f=SIZES[n], rule=rule, options=options, weighted=default.weighted,
                             reputation_floor=default.floor, partition=partition, alpha=alpha or 0.3, seed=seed,
                             rounds=rounds, device=args.device)
             members += measure(cfg)

@@ -38,7 +38,8 @@ from swarm.config import Genesis, Member, NodeConfig
 from swarm.faults.attacks import parse_attack
 from swarm.ledger.apply import apply
 from swarm.ledger.entry_rules import initial_state, rules_of
-from swarm.ops.cluster import LM_DEMO_OPTIONS, LM_DEMO_OUTER
+from swarm.aggregation import parse_rule
+from swarm.ops.cluster import DEFAULT_RULE, LM_DEMO_OPTIONS, LM_DEMO_OUTER, RULE_OPTIONS
 from swarm.round import compression
 from swarm.round.gradient import Gradient
 from swarm.training.build import build_trainer
@@ -93,8 +94,9 @@ def genesis_for(cell: Cell, members: int) -> Genesis:
     genesis.model.options = dict(cell.options)
     for key, value in {**LM_DEMO_OUTER, **dict(cell.outer)}.items():
         setattr(genesis.server_optimizer, key, value)
-    if cell.rule:
-        genesis.aggregation.rule = cell.rule
+    rule = cell.rule or DEFAULT_RULE  # what `swarm cluster init` writes: the rule, nnm and the rule's options
+    genesis.aggregation.rule, genesis.aggregation.nnm = parse_rule(rule)
+    genesis.aggregation.options = dict(RULE_OPTIONS.get(genesis.aggregation.rule, {}))
     return genesis
 
 

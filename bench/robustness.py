@@ -23,7 +23,7 @@ from bench.sim import DATASET, SimConfig, SimResult, run_all
 from swarm.config import WEIGHTABLE_RULES, AggregationSpec
 from swarm.faults.attacks import parse_attack
 from swarm.ledger.apply import FALLBACK_RULE
-from swarm.ops.cluster import DEFAULT_RULE
+from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS as RULE_OPTIONS_WRITTEN
 
 PART = "robustness"
 HEADING = "## Robustness under attack (in-process simulation)"
@@ -59,7 +59,9 @@ def default_variant() -> Variant:
     """The aggregation a new genesis gets (swarm/ops/cluster.py DEFAULT_RULE, the rest AggregationSpec's
     defaults), read from the code so that the table cannot drift from it."""
     spec = AggregationSpec()
-    return Variant(DEFAULT_RULE, spec.reputation_weighted, spec.reputation_floor)
+    rule = DEFAULT_RULE
+    return Variant(row_name(rule, tuple(RULE_OPTIONS_WRITTEN.get(rule, {}).items())), spec.reputation_weighted,
+                   spec.reputation_floor)
 
 
 def variants(rules, weighted=WEIGHTED) -> list[Variant]:
