@@ -23,7 +23,7 @@ from bench.sim import DATASET, SimConfig, SimResult, run_all
 from swarm.config import WEIGHTABLE_RULES, AggregationSpec
 from swarm.faults.attacks import parse_attack
 from swarm.ledger.apply import FALLBACK_RULE
-from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS as RULE_OPTIONS_WRITTEN
+from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS
 
 PART = "robustness"
 HEADING = "## Robustness under attack (in-process simulation)"
@@ -32,7 +32,7 @@ RULES = ("mean", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "cente
          "centered_clipping:auto", "nnm+median", "nnm+trimmed_mean", "nnm+krum")
 # A row name "rule:tau" runs the rule with that option (genesis aggregation.options); "auto" is centered
 # clipping's radius taken from the round (swarm/aggregation/centered_clipping.py).
-RULE_OPTIONS = {"centered_clipping": "tau"}
+OPTION_IN_ROW_NAME = {"centered_clipping": "tau"}
 WEIGHTED = ("mean", "median")  # rules also run reputation-weighted by default (--weighted)
 SIZES = {4: 1, 7: 2}   # n -> f (and the number of attackers)
 FAILING = 0.80         # cells under this final accuracy are bold
@@ -59,9 +59,8 @@ def default_variant() -> Variant:
     """The aggregation a new genesis gets (swarm/ops/cluster.py DEFAULT_RULE, the rest AggregationSpec's
     defaults), read from the code so that the table cannot drift from it."""
     spec = AggregationSpec()
-    rule = DEFAULT_RULE
-    return Variant(row_name(rule, tuple(RULE_OPTIONS_WRITTEN.get(rule, {}).items())), spec.reputation_weighted,
-                   spec.reputation_floor)
+    written = tuple(RULE_OPTIONS.get(DEFAULT_RULE, {}).items())
+    return Variant(row_name(DEFAULT_RULE, written), spec.reputation_weighted, spec.reputation_floor)
 
 
 def variants(rules, weighted=WEIGHTED) -> list[Variant]:
@@ -80,11 +79,11 @@ def variants(rules, weighted=WEIGHTED) -> list[Variant]:
 def split_rule(name: str) -> tuple[str, tuple]:
     """("centered_clipping:auto") -> ("centered_clipping", (("tau", "auto"),)); a plain name has no options."""
     rule, _, value = name.partition(":")
-    return (rule, ((RULE_OPTIONS[rule], value),)) if value else (rule, ())
+    return (rule, ((OPTION_IN_ROW_NAME[rule], value),)) if value else (rule, ())
 
 
 def row_name(rule: str, options: tuple) -> str:
-    return f"{rule}:{dict(options)[RULE_OPTIONS[rule]]}" if options else rule
+    return f"{rule}:{dict(options)[OPTION_IN_ROW_NAME[rule]]}" if options else rule
 
 
 def falls_back(cfg: SimConfig) -> bool:

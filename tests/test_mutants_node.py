@@ -46,13 +46,19 @@ def _expected_hash(node, gradients) -> bytes:
 
 # ----------------------------------------------------------------------------- EntryStates._gradient_by_digest
 
-def test_a_payload_missing_from_the_pool_is_taken_from_the_store_when_its_bytes_match_the_digest(built):
-    node, raws = built
+def _last_only_in_the_store(node, raws):
+    """Round 1's four gradients: the first three in the pool, the last only in the store. (gradients, last)"""
     gradients = [node.verify_gradient(raw, 1, node.state.hash) for raw in raws]
     for g in gradients[:3]:
         node.pool.add(g)
     last = gradients[3]
     node.store.add_gradients([(last.digest, 1, last.sender, raws[3])])
+    return gradients, last
+
+
+def test_a_payload_missing_from_the_pool_is_taken_from_the_store_when_its_bytes_match_the_digest(built):
+    node, raws = built
+    gradients, last = _last_only_in_the_store(node, raws)
     asked = []
 
     async def fetch(digest):
@@ -71,11 +77,7 @@ def test_a_damaged_stored_copy_is_not_used_and_the_payload_is_fetched_and_checke
     from swarm.ledger.apply import InvalidEntry
 
     node, raws = built
-    gradients = [node.verify_gradient(raw, 1, node.state.hash) for raw in raws]
-    for g in gradients[:3]:
-        node.pool.add(g)
-    last = gradients[3]
-    node.store.add_gradients([(last.digest, 1, last.sender, raws[3])])
+    gradients, last = _last_only_in_the_store(node, raws)
     node.store.payload_path(last.digest).write_bytes(raws[2])  # another valid envelope: not the one named
     asked = []
 
@@ -195,20 +197,6 @@ def test_the_aggregation_of_each_gradient_set_is_cached_by_that_set_and_runs_in_
 
 
 # --------------------------------------------------- EntryStates.extras / apply_gradients: the members in force
-
-@pytest.fixture(scope="module")
-def five(tmp_path_factory):
-    """A genesis of four members (node0..node3) and a fifth key, as after a membership change that added it."""
-    from crypto.keys import NodeKey, save_key
-    from swarm.config import load_genesis, load_node_config
-    from swarm.ops.cluster import ClusterOptions, init_cluster
-
-    folder = tmp_path_factory.mktemp("five")
-    keys = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(5)]
-    for i, key in enumerate(keys[:4]):
-        save_key(key, folder / "keys" / f"node{i}.pem")
-    specs = init_cluster(folder, ClusterOptions(nodes=4, swarm_id="five", local_steps=1))
-    return load_genesis(load_node_config(specs[0].config_path).genesis), keys
 
 
 class _Rows:
