@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from swarm.config import load_genesis
 from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
 from swarm.ops.http_json import get_json
 
@@ -25,6 +26,7 @@ class SwarmRun:
     seconds: list[float] = field(default_factory=list)     # commit time of each, since start
     accuracy: list[float | None] = field(default_factory=list)
     startup_s: float = 0.0                                  # launch -> earliest node ready
+    settings: str = ""                                      # what ran, read from the genesis and configs written
 
     def evaluated(self) -> list[tuple[int, float, float]]:
         """(round, seconds, accuracy) of the rounds some node evaluated."""
@@ -46,9 +48,11 @@ def run_swarm(nodes: int, rounds: int, *, device: str = "auto", folder: Path | N
         folder = Path(folder or tmp)
         overrides = {"training": {"device": device}}
         # No max_rounds: a node exits when it reaches it, and its /history would go with it.
-        specs = init_cluster(folder, ClusterOptions(nodes=nodes, node_overrides=overrides, **(options or {})))
+        cluster_options = ClusterOptions(nodes=nodes, node_overrides=overrides, **(options or {}))
+        specs = init_cluster(folder, cluster_options)
         if prepare is not None:
             prepare(folder, specs)
+        settings = describe(folder / "genesis.yaml", cluster_options)
         cluster = Cluster(folder, specs)
         launched = time.time()
         started: dict[str, float] = {}
@@ -72,7 +76,21 @@ def run_swarm(nodes: int, rounds: int, *, device: str = "auto", folder: Path | N
             cluster.stop()
     if not histories:
         raise RuntimeError(f"the swarm did not reach round {rounds} in {timeout_s:.0f} s")
-    return _merge(nodes, histories, min(started.values(), default=launched), launched, rounds)
+    run = _merge(nodes, histories, min(started.values(), default=launched), launched, rounds)
+    run.settings = settings
+    return run
+
+
+def describe(genesis_path: Path, options: ClusterOptions) -> str:
+    """The settings a bench's prose names, read from what the swarm ran with (not typed into the prose): the
+    genesis' aggregation rule, its options and reputation handling, and the nodes' training and compression."""
+    aggregation = load_genesis(genesis_path).aggregation
+    rule = ("nnm+" if aggregation.nnm else "") + aggregation.rule
+    if aggregation.options:
+        rule += " (" + ", ".join(f"{k} {v}" for k, v in sorted(aggregation.options.items())) + ")"
+    weighting = "reputation-weighted" if aggregation.reputation_weighted else "unweighted"
+    return (f"{rule}, {weighting}, reputation floor {aggregation.reputation_floor:g}, {options.compression} "
+            f"updates, K={options.local_steps} local steps of batch {options.batch_size}")
 
 
 def _merge(nodes: int, histories: list[list[dict]], t0: float, launched: float, last: int) -> SwarmRun:

@@ -58,7 +58,18 @@ def machine() -> str:
         mem = f", {pages / (1 << 30):.0f} GiB RAM"
     except (ValueError, OSError):
         pass
-    return f"{os.cpu_count()} cores ({cpu_model()}){mem}, {gpu_name()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores ({cpu_model()}){mem}, {gpu_name()}, Python {platform.python_version()}"
+            f"{_load()}")
+
+
+def _load() -> str:
+    """The machine's load when the section is written: on a shared box wall-clock numbers depend on it (the
+    15-minute average roughly covers a run of that length)."""
+    try:
+        one, _, fifteen = os.getloadavg()
+    except OSError:
+        return ""
+    return f", load average {one:.1f} (1 min) / {fifteen:.1f} (15 min) when written"
 
 
 def command_line(argv: list[str] | None = None) -> str:

@@ -56,6 +56,13 @@ def floor_bytes(dim: int, n: int) -> int:
     return n * envelope_bytes(dim) + n * 4 * dim + 16 * dim
 
 
+def _default_rule_text() -> str:
+    """The rule a new genesis gets, with its options, as the cells run it."""
+    from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS
+    options = RULE_OPTIONS.get(DEFAULT_RULE, {})
+    return DEFAULT_RULE + "".join(f", {k} {v}" for k, v in sorted(options.items()))
+
+
 def _rss_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -91,6 +98,7 @@ def run_cell(dim: int, n: int) -> dict:
 
     from crypto.keys import NodeKey
     from swarm.ledger.apply import RoundRules, apply
+    from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS
     from swarm.ledger.state import genesis_state
     from swarm.round import compression
     from swarm.round.gradient import make_gradient, verify_gradient
@@ -114,7 +122,8 @@ def run_cell(dim: int, n: int) -> dict:
     gradients = [verify_gradient(raw, swarm_id="scale", members=set(members), max_size=max_size,
                                  decode_payload=lambda p: compression.decode(p, dim, max_size),
                                  round=1, parent=state.hash) for raw in envelopes]
-    applied = apply(state, gradients, RoundRules(f=(n - 1) // 3, rule="median"))
+    applied = apply(state, gradients, RoundRules(f=(n - 1) // 3, rule=DEFAULT_RULE,
+                                                 options=dict(RULE_OPTIONS.get(DEFAULT_RULE, {}))))
     state_hash = applied.state.hash
     cpu = time.process_time() - cpu
     wall = time.monotonic() - wall
@@ -162,8 +171,8 @@ def run(args) -> str:
                          _mb(current_code_bytes(dim, n)), _mb((n - 1) * envelope), _mb((n - 1) * envelope)])
     body = [
         (f"Measured copy bandwidth {copy_rate / 1e9:.1f} GB/s (read + write), SHA-256 {sha_rate / 1e9:.2f} GB/s, "
-         f"one thread; memory {_memory_total() / 2**30:.0f} GiB. fp16 envelopes, the default rule (median), "
-         "f = (n-1)//3."),
+         f"one thread; memory {_memory_total() / 2**30:.0f} GiB. fp16 envelopes, the genesis default rule "
+         f"({_default_rule_text()}), f = (n-1)//3."),
         "",
         table(["d", "n", "CPU s", "CPU floor s", "CPU / floor", "memory MB", "floor MB", "memory / floor",
                "formula MB", "bytes in MB", "bytes out MB"], rows),

@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> str:
     sizes = args.sizes or ([4, 7] if args.quick else [4, 7, 10])
     rounds = args.rounds or (10 if args.quick else 20)
-    rows, series = [], {}
+    rows, series, settings = [], {}, ""
     for n in sizes:
         swarm = live.run_swarm(n, rounds, device=args.device)
+        settings = swarm.settings
         points = swarm.evaluated()
         hit = live.first_reaching(points, TARGET)
         rows.append([n, (n - 1) // 3, f"{swarm.seconds_per_round():.2f}",
@@ -41,7 +42,7 @@ def run(args) -> str:
                                       "hlines": [TARGET], "series": series}],
                               "swarm size on one machine", args.output)
     return "\n".join([
-        f"{rounds} rounds per size, default settings (median, reputation-weighted, fp16, K=10). "
+        f"{rounds} rounds per size, default settings ({settings}). "
         f"All node processes share this machine's {os.cpu_count()} cores.",
         "",
         table(["nodes", "f", "s / round", f"rounds to {TARGET:.0%}", f"s to {TARGET:.0%}", "final acc",

@@ -101,7 +101,7 @@ def _one(label: str, args, rounds: int, bound: int, slow: float) -> dict:
     final = points[-1][2] if points else float("nan")
     best = max((p[2] for p in points), default=float("nan"))
     return {"label": label, "final": final, "best": best, "s_per_round": run.seconds_per_round(),
-            "seconds": run.seconds[-1] if run.seconds else float("nan"), **counts}
+            "seconds": run.seconds[-1] if run.seconds else float("nan"), "settings": run.settings, **counts}
 
 
 def run(args) -> str:
@@ -110,11 +110,11 @@ def run(args) -> str:
                (f"{SLOW} {args.slow:g}x slower, late updates off", 0, args.slow),
                (f"{SLOW} {args.slow:g}x slower, kept (bound {args.bound}, decay {args.decay:g})", args.bound,
                 args.slow)]
-    rows = []
+    rows, settings = [], ""
     for repeat in range(args.repeats):
         for label, bound, slow in configs:
             result = _one(label, args, rounds, bound, slow)
-            rep = result["rep"]
+            rep, settings = result["rep"], result["settings"]
             rep_cell = f"{rep[1]:.2f} / {rep[2]:.2f} (round {rep[0]})" if rep else "n/a"
             stale = ", ".join(f"s={s}: {n}" for s, n in result["staleness"].items()) or "-"
             rows.append([label, f"{result['final']:.3f}", f"{result['best']:.3f}", f"{result['s_per_round']:.2f}",
@@ -124,9 +124,8 @@ def run(args) -> str:
                f"s to round {rounds}", f"entries with {SLOW} on time", f"entries with {SLOW} late",
                "late by", f"{SLOW} participation / score at the end"]
     body = [
-        f"A real 4-node swarm (node processes on 127.0.0.1, libp2p, PBFT commit, median rule, fp16 updates) on "
-        f"mnist5k, mlp, Dirichlet shards (alpha {args.alpha}), K={args.local_steps} local steps of batch 64, "
-        f"{rounds} rounds, {args.repeats} run(s) per configuration. {SLOW} has `fault_injection.slow_training: "
+        f"A real 4-node swarm (node processes on 127.0.0.1, libp2p, PBFT commit; {settings}) on mnist5k, mlp, "
+        f"Dirichlet shards (alpha {args.alpha}), {rounds} rounds, {args.repeats} run(s) per configuration. {SLOW} has `fault_injection.slow_training: "
         f"{args.slow:g}` (each local update takes {args.slow:g}x as long). Late updates: genesis `staleness.bound` "
         f"and `decay` (a late update enters scaled by decay ** staleness). Accuracy: test split, the committed model.",
         "",

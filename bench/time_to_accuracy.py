@@ -55,10 +55,9 @@ def run(args) -> str:
         ratio = f"{s[1] / a[1]:.2f}x" if s and a else "n/a"
         rows.append([f"{target:.0%}", *(_cell(s)), *(_cell(a)), ratio])
     body = [
-        f"Swarm: {args.nodes} node processes on 127.0.0.1 (libp2p, PBFT commit, reputation-weighted median, fp16 "
-        f"updates), K={steps} local steps of batch {ClusterOptions().batch_size} per node per round. Single node: "
-        f"{args.nodes * steps} steps of the same batch size per round on the whole training set, same model (mlp), "
-        f"seed, lr. Device: {args.device}. All processes share this machine's cores.",
+        f"Swarm: {args.nodes} node processes on 127.0.0.1 (libp2p, PBFT commit; {swarm.settings} per node per "
+        f"round). Single node: {args.nodes * steps} steps of the same batch size per round on the whole training "
+        f"set, same model ({ClusterOptions().model}), seed, lr. Device: {args.device}. All processes share this machine's cores.",
         "",
         table(["target", "swarm rounds", "swarm s", "single rounds", "single s", "swarm time / single time"], rows),
         "",
