@@ -33,8 +33,10 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
         raise ValueError(f"tau must be a positive finite number or 'auto', got {tau!r}")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    info = {}
     if center is None:
         v = coordinate_median(vectors)
+        info["median"] = finish(v)  # the stack's coordinate median: a caller scoring rows against it reuses it
     else:
         center = torch.as_tensor(center).detach().cpu()
         if center.shape != (d,) or not bool(torch.isfinite(center).all()):
@@ -44,7 +46,8 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
     if adaptive:
         tau = median_distance(squared_norms_from(vectors, v).tolist())
         if tau == 0.0:  # at least half the rows sit on the center: it is the answer
-            return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": [1.0] * n, "tau": 0.0})
+            return AggregationResult(finish(v), list(range(n)), None,
+                                     {"clip_factors": [1.0] * n, "tau": 0.0, **info})
     for _ in range(iterations):
         norms = squared_norms_from(vectors, v).tolist()
         factors = [1.0 if r <= tau * tau else tau / math.sqrt(r) for r in norms]
@@ -52,7 +55,7 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
         for i in range(n):
             step += (vectors[i] - v) * factors[i]
         v = v + step / n
-    return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors, "tau": float(tau)})
+    return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors, "tau": float(tau), **info})
 
 
 def median_distance(squared: list[float]) -> float:

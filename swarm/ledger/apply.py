@@ -117,11 +117,9 @@ def aggregate_round(state: ReplicatedState, gradients: list[Gradient], rules: Ro
     weights = torch.tensor([reputation.score(table[g.sender]) for g in active], dtype=torch.float64)
     f = (len(table) - 1) // 3 if rules.follow_members else rules.f
     rule, result = _aggregate(rules, stack, weights, f)
-    # The reference is the unweighted median of every row: when the rule just computed exactly that (the default
-    # median, nobody quarantined or late), it is reused instead of a second pass over the n x d stack.
-    same = (rule == "median" and stack is every and not rules.nnm and not rules.reputation_weighted
-            and not rules.options)
-    scored_against = result.vector if same else reference(every)
+    scored_against = _median_already_computed(rule, result, rules, stack is every)
+    if scored_against is None:
+        scored_against = reference(every)
     params, momentum = apply_update(state.params, result.vector, rules.server_lr, rules.momentum,
                                     state.momentum, rules.nesterov)
     # Scored unscaled, late ones included in the reference like any other: as if they had come on time.
@@ -203,6 +201,19 @@ def _aggregate(rules: RoundRules, stack: torch.Tensor, weights: torch.Tensor, f:
         # the same way, since the inputs are the same committed ones.
         f = min(f, (stack.shape[0] - 1) // 2)
         return FALLBACK_RULE, aggregate(FALLBACK_RULE, stack, f, weights=weights)
+
+
+def _median_already_computed(rule: str, result, rules: RoundRules, whole_stack: bool) -> torch.Tensor | None:
+    """The reference (the unweighted coordinate median of every row) when the rule has just computed exactly it,
+    so the n x d stack is not selected over twice: the median rule's aggregate, or centered clipping's starting
+    center. Only when the rule saw every row unchanged (nobody quarantined or late, no mixing, no weights)."""
+    if not whole_stack or rules.nnm or rules.reputation_weighted:
+        return None
+    if rule == "median" and not rules.options:
+        return result.vector
+    if rule == "centered_clipping":
+        return result.info.get("median")  # absent when the genesis gives another center
+    return None
 
 
 def reference(every: torch.Tensor) -> torch.Tensor:
