@@ -145,7 +145,7 @@ def _replay_chain(rows: list[ChainRow], replayable: set[int], state_0: Replicate
             continue
         run = []
         for candidate in rows[i:]:
-            if candidate.round not in replayable:
+            if candidate.round not in replayable or candidate.round != row.round + len(run):  # a gap ends a run
                 break
             run.append(candidate)
         if not run:  # the entry itself is not the certified one: nothing to replay it from
