@@ -2,7 +2,8 @@
 
 v <- v + (1/n) sum_i (x_i - v) * min(1, tau / ||x_i - v||), repeated ``iterations`` times, starting from a
 deterministic center: the previous aggregate when given (option ``center``), else the coordinate median.
-Norms use the exact Gram scheme so every node computes the same clipping factors.
+Distances are summed in a fixed order of exact-per-element operations (row_norms.py) so every node computes the
+same clipping factors.
 
 ``tau`` is a distance in the units of the updates, so a fixed one suits one workload: where honest updates are
 far smaller than it, an outlier moves the result by up to ``iterations * tau / n`` in any direction, and where they
@@ -17,7 +18,7 @@ import math
 import torch
 
 from ._common import AggregationResult, finish
-from .exact_gram import squared_norms_from
+from .row_norms import SUB, add_squared_distances, squared_distances_to
 from .median import coordinate_median
 
 
@@ -42,20 +43,40 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
         if center.shape != (d,) or not bool(torch.isfinite(center).all()):
             raise ValueError(f"center must be a finite vector of shape ({d},)")
         v = center.to(torch.float64).clone()
-    factors = []
+    squared = squared_distances_to(vectors, v).tolist()
     if adaptive:
-        tau = median_distance(squared_norms_from(vectors, v).tolist())
+        tau = median_distance(squared)
         if tau == 0.0:  # at least half the rows sit on the center: it is the answer
             return AggregationResult(finish(v), list(range(n)), None,
                                      {"clip_factors": [1.0] * n, "tau": 0.0, **info})
-    for _ in range(iterations):
-        norms = squared_norms_from(vectors, v).tolist()
-        factors = [1.0 if r <= tau * tau else tau / math.sqrt(r) for r in norms]
-        step = torch.zeros(d, dtype=torch.float64)
-        for i in range(n):
-            step += (vectors[i] - v) * factors[i]
-        v = v + step / n
+    factors = []
+    for iteration in range(iterations):
+        factors = [1.0 if r <= tau * tau else tau / math.sqrt(r) for r in squared]
+        v, squared = _clipped_step(vectors, v, factors, with_norms=iteration + 1 < iterations)
     return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors, "tau": float(tau), **info})
+
+
+COLUMNS = 16 * SUB  # columns per pass step: the step's and the center's slices stay in cache across the n rows
+
+
+def _clipped_step(vectors: torch.Tensor, v: torch.Tensor, factors: list[float], with_norms: bool):
+    """v + (1/n) sum_i (x_i - v) * factor_i, one column slice at a time (elementwise: the same bits as whole
+    rows), and, in the same pass over the rows, the squared distances to the new center that the next
+    iteration clips with (slices start at multiples of SUB: ``squared_distances_to``'s bits)."""
+    n, d = vectors.shape
+    new = torch.empty(d, dtype=torch.float64)
+    squared = torch.zeros(n, dtype=torch.float64) if with_norms else None
+    scratch = torch.empty(min(d, COLUMNS), dtype=torch.float64)
+    for start in range(0, d, COLUMNS):
+        stop = min(d, start + COLUMNS)
+        center, step, diff = v[start:stop], torch.zeros(stop - start, dtype=torch.float64), scratch[:stop - start]
+        for i in range(n):
+            torch.sub(vectors[i, start:stop], center, out=diff)
+            step += diff.mul_(factors[i])
+        torch.add(center, step / n, out=new[start:stop])
+        if squared is not None:
+            add_squared_distances(squared, vectors[:, start:stop], new[start:stop])
+    return new, (squared.tolist() if squared is not None else None)
 
 
 def median_distance(squared: list[float]) -> float:

@@ -1,0 +1,45 @@
+"""Squared distances of rows to a center, the same bits on every machine, thread count and SIMD width.
+
+Centered clipping needs ||x_i - v||^2 for every row, three or four times a round, and its clipping factors enter
+the replicated state, so the sums must not depend on the order a BLAS or a vectorised reduction picks. The exact
+Gram scheme (exact_gram.py) gives that but costs about a dozen passes over the data for what is a diagonal. Here
+only IEEE operations that are exact per element are used: the difference and its square element by element, then
+a fixed pairwise tree of elementwise additions within each SUB-column block (halving its width until one column
+is left; zero padding adds nothing), and the blocks' sums added to the total one by one in column order. Every
+step is correctly rounded on its own, so every machine gets the same result; the error of the sum is that of
+pairwise summation, O(log2 SUB) ulps of the block sums, far below anything the clipping decides on.
+"""
+from __future__ import annotations
+
+import torch
+
+SUB = 4096  # columns per block summed by one tree; slices a caller passes must start at multiples of it
+
+
+def squared_distances_to(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """(n,) float64 ||x_i - center||^2 of an (n, d) stack and a (d,) float64 center."""
+    total = torch.zeros(vectors.shape[0], dtype=torch.float64)
+    step = 16 * SUB
+    for start in range(0, vectors.shape[1], step):
+        add_squared_distances(total, vectors[:, start:start + step], center[start:start + step])
+    return total
+
+
+def add_squared_distances(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor) -> None:
+    """Add these columns' share of ||x_i - center||^2 to ``total`` ((n,) float64). Walking the columns in order
+    in slices that start at multiples of SUB gives ``squared_distances_to``'s bits whatever the slice widths."""
+    n, width = columns.shape
+    if n == 0 or width == 0:
+        return
+    squares = torch.sub(columns, center).to(torch.float64)
+    squares.mul_(squares)
+    pad = (-width) % SUB
+    if pad:
+        squares = torch.nn.functional.pad(squares, (0, pad))
+    blocks = squares.reshape(n, -1, SUB)
+    while blocks.shape[2] > 1:
+        half = blocks.shape[2] // 2
+        blocks = blocks[..., :half] + blocks[..., half:]
+    sums = blocks[..., 0]
+    for k in range(sums.shape[1]):  # blocks in column order
+        total += sums[:, k]
