@@ -4,10 +4,20 @@ rounds (a snapshot at round 2), copied and changed one way at a time."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
+from consensus.messages import entry_from_plain
+from consensus.quorum import Membership
 from crypto import wire
-from swarm.ledger.audit import Finding, audit_store
-from tests.test_ledger_replay import ROUNDS, SNAPSHOT_ROUND, _payload_of, chain  # noqa: F401 - chain is a fixture
+from swarm.ledger.audit import Finding, _check_certificate, audit_store
+from swarm.ledger.store import ChainRow
+from tests.test_ledger_replay import (  # noqa: F401 - chain is a fixture
+    ROUNDS,
+    SNAPSHOT_ROUND,
+    _payload_of,
+    _signed_certificate,
+    chain,
+)
 
 
 def _findings(report) -> list[tuple[int, str, str]]:
@@ -20,6 +30,13 @@ def _tamper_entry(data_dir, round_: int, **changes) -> None:
         entry = wire.loads(db.execute("SELECT entry FROM chain WHERE round = ?", (round_,)).fetchone()[0])
         entry.update(changes)
         db.execute("UPDATE chain SET entry = ? WHERE round = ?", (wire.dumps(entry), round_))
+
+
+def _redigest(data_dir, round_: int) -> None:
+    """Make the row's stored digest the changed entry's (its certificate then certifies another digest)."""
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        entry = wire.loads(db.execute("SELECT entry FROM chain WHERE round = ?", (round_,)).fetchone()[0])
+        db.execute("UPDATE chain SET digest = ? WHERE round = ?", (entry_from_plain(entry).digest(), round_))
 
 
 def _delete_row(data_dir, round_: int) -> None:
@@ -100,10 +117,103 @@ def test_the_first_round_is_replayed_with_no_previous_digest(chain, tmp_path):  
     with sqlite3.connect(data_dir / "node.sqlite") as db:
         last = db.execute("SELECT digest FROM chain WHERE round = ?", (ROUNDS,)).fetchone()[0]
     _tamper_entry(data_dir, 1, params={"prev_cert": {"term": 1, "round": 0, "digest": last, "sigs": []}})
-    with sqlite3.connect(data_dir / "node.sqlite") as db:  # the row's digest made to match (uncertified now)
-        from consensus.messages import entry_from_plain
-        entry = wire.loads(db.execute("SELECT entry FROM chain WHERE round = 1").fetchone()[0])
-        db.execute("UPDATE chain SET digest = ? WHERE round = 1", (entry_from_plain(entry).digest(),))
+    _redigest(data_dir, 1)
     report = audit_store(data_dir, chain.genesis, chain.config)
     replay = [f for f in report.findings if f.check == "replay"]
     assert replay == [Finding(1, "replay", "the entry cannot be applied: prev_cert does not certify the previous round")]
+
+
+def test_an_entry_that_does_not_decode_is_named_and_not_replayed(chain, tmp_path):  # noqa: F811
+    data_dir = chain.copy(tmp_path / "node")
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        db.execute("UPDATE chain SET entry = ? WHERE round = 3", (wire.dumps("not an entry"),))
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert _findings(report) == [(3, "entry", "entry does not decode: bad_type: entry is not a dict")]
+    assert report.replayed == 2 and report.from_snapshot == []
+
+
+def test_a_row_whose_state_hash_is_not_its_entrys_is_named_and_so_is_the_next_parent_link(chain, tmp_path):  # noqa: F811
+    """Only the row's state hash column is changed (its entry, digest and certificate are the certified ones)."""
+    data_dir = chain.copy(tmp_path / "node")
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        db.execute("UPDATE chain SET state_hash = ? WHERE round = 3", (b"\x07" * 32,))
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert _findings(report) == [
+        (3, "entry", "the entry's round or state hash differs from the stored row"),
+        (4, "parent", "the entry's parent is not the state hash of round 3")]
+    assert report.replayed == 2  # round 3 is not replayed: its row is not the certified one
+
+
+def test_round_1s_parent_is_checked_against_the_genesis_state(chain, tmp_path):  # noqa: F811
+    """Round 1's entry names another parent (its digest recomputed, so its certificate no longer matches)."""
+    data_dir = chain.copy(tmp_path / "node")
+    _tamper_entry(data_dir, 1, parent=b"\x07" * 32)
+    _redigest(data_dir, 1)
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    found = _findings(report)
+    assert (1, "parent", "the entry's parent is not the genesis state hash") in found
+    assert (1, "certificate", "the certificate is for another round or digest") in found
+    assert [f for f in found if f[1] == "certificate"] == [(1, "certificate", "the certificate is for another round or digest")]
+    assert [f for f in found if f[1] == "quorum"] == []  # a certificate for another digest is not counted at all
+
+
+def test_a_certificate_that_does_not_decode_is_named_without_counting_it(chain, tmp_path):  # noqa: F811
+    data_dir = chain.copy(tmp_path / "node")
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        db.execute("UPDATE chain SET certificate = ? WHERE round = 3", (wire.dumps("not a certificate"),))
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert _findings(report) == [
+        (3, "certificate", "certificate does not decode: bad_type: commit certificate is not a dict")]
+
+
+def test_a_certificate_is_counted_in_the_members_in_force_at_its_round(five):
+    """After a membership change (node0 out, the fifth key in) the audit counts a certificate in the members in
+    force then, not the genesis: the added member's signature counts, the removed member's does not."""
+    genesis, keys = five
+    digest = b"\x42" * 32
+    in_force = Membership([k.peer_id for k in keys[1:]])
+
+    def row(signers) -> ChainRow:
+        return ChainRow(7, 1, digest, {}, _signed_certificate(signers, genesis.swarm_id, 7, digest), b"\0" * 32)
+
+    assert _check_certificate(row(keys[1:]), genesis, in_force) == []
+    found = [(f.check, f.detail) for f in _check_certificate(row(keys[:3]), genesis, in_force)]
+    assert found == [("certificate", f"signer {keys[0].peer_id[:16]} is not a member"),
+                     ("quorum", "2 distinct valid signers, 3 needed")]
+
+
+# ------------------------------------------------------------------------------------------ snapshot files
+
+def _add_snapshot_row(data_dir, round_: int, state_hash: bytes) -> None:
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        db.execute("INSERT INTO snapshots VALUES (?, ?)", (round_, state_hash))
+
+
+def test_a_snapshot_file_no_certificate_names_is_reported_past_a_pruned_one(chain, tmp_path):  # noqa: F811
+    """Snapshot rows are checked newest first: a newer one whose file was pruned is skipped, and an older file
+    whose hash no round certifies is still named (the store as a whole: round 0)."""
+    data_dir = chain.copy(tmp_path / "node")
+    stray = b"\x0b" * 32
+    _add_snapshot_row(data_dir, 9, b"\x09" * 32)  # recorded, file pruned since
+    _add_snapshot_row(data_dir, 1, stray)
+    (data_dir / "snapshots" / f"{stray.hex()}.state").write_bytes(b"not certified")
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert _findings(report) == [(0, "snapshot", f"{stray.hex()}.state is not a certified state")]
+    assert not report.ok and report.replayed == ROUNDS
+
+
+def test_an_unreadable_certified_snapshot_is_named_and_the_next_one_used(chain, tmp_path):  # noqa: F811
+    """The custom code the config names is not imported, so the model's size comes from the oldest readable
+    certified snapshot. Round 1's snapshot file cannot be read (a directory stands in for a damaged disk): the audit
+    takes the size from round 2's and resumes there, and names round 1's file instead of crashing (it raised
+    IsADirectoryError from the last check before)."""
+    data_dir = chain.copy(tmp_path / "node")
+    _add_snapshot_row(data_dir, 1, chain.hashes[0])
+    unreadable = data_dir / "snapshots" / f"{chain.hashes[0].hex()}.state"
+    unreadable.mkdir()
+    config = replace(chain.config, dataset=replace(chain.config.dataset, custom="not_imported_mod:make"))
+    report = audit_store(data_dir, chain.genesis, config)
+    assert report.not_imported == ["not_imported_mod:make"]
+    assert _findings(report) == [(1, "snapshot", f"{unreadable.name} cannot be read: Is a directory")]
+    assert report.from_snapshot == [SNAPSHOT_ROUND] and report.replayed == ROUNDS - SNAPSHOT_ROUND
+    assert report.certificate_only == list(range(1, SNAPSHOT_ROUND))

@@ -225,6 +225,12 @@ def _check_snapshot_files(snapshots: dict[bytes, Path], certified: dict[bytes, i
             continue  # a node may prune old snapshots; only a present file can lie
         if state_hash not in certified:
             findings.append(Finding(0, "snapshot", f"{path.name} is not a certified state"))
-        elif hashlib.sha256(path.read_bytes()).digest() != state_hash:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # a damaged disk is named like any other fault, not raised
+            findings.append(Finding(certified[state_hash], "snapshot", f"{path.name} cannot be read: {exc.strerror}"))
+            continue
+        if hashlib.sha256(data).digest() != state_hash:
             findings.append(Finding(certified[state_hash], "snapshot", f"{path.name} does not hash to its name"))
     return findings
