@@ -31,6 +31,16 @@ def add_squared_distances(total: torch.Tensor, columns: torch.Tensor, center: to
     n, width = columns.shape
     if n == 0 or width == 0:
         return
+    step = max(1, CACHE_VALUES // (n * SUB)) * SUB  # a multiple of SUB: the same blocks, cache-sized temporaries
+    for start in range(0, width, step):
+        _add_blocks(total, columns[:, start:start + step], center[start:start + step])
+
+
+CACHE_VALUES = 1 << 17  # float64 values of the squares at a time (1 MiB), whatever the number of rows
+
+
+def _add_blocks(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor) -> None:
+    n, width = columns.shape
     squares = torch.sub(columns, center).to(torch.float64)
     squares.mul_(squares)
     pad = (-width) % SUB
