@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from swarm.aggregation.row_norms import SUB, add_squared_distances, squared_distances_to
+from swarm.aggregation.row_norms import SUB, add_squared_distances, squared_distances_to, workspace
 
 
 def _stack(n=5, d=3 * SUB + 123, seed=0):
@@ -33,9 +33,9 @@ def test_the_result_does_not_depend_on_the_thread_count():
 @pytest.mark.parametrize("width", [SUB, 3 * SUB, 16 * SUB])
 def test_slices_at_multiples_of_sub_give_the_same_bits(width):
     vectors, center = _stack()
-    total = torch.zeros(vectors.shape[0], dtype=torch.float64)
+    total, scratch = torch.zeros(vectors.shape[0], dtype=torch.float64), workspace(vectors.shape[0])
     for start in range(0, vectors.shape[1], width):
-        add_squared_distances(total, vectors[:, start:start + width], center[start:start + width])
+        add_squared_distances(total, vectors[:, start:start + width], center[start:start + width], scratch)
     assert torch.equal(total, squared_distances_to(vectors, center))
 
 

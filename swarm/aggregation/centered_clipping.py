@@ -18,7 +18,7 @@ import math
 import torch
 
 from ._common import AggregationResult, finish
-from .row_norms import SUB, add_squared_distances, squared_distances_to
+from .row_norms import SUB, add_squared_distances, squared_distances_to, workspace
 from .median import coordinate_median
 
 
@@ -49,33 +49,38 @@ def aggregate_centered_clipping(vectors: torch.Tensor, f: int, weights: torch.Te
         if tau == 0.0:  # at least half the rows sit on the center: it is the answer
             return AggregationResult(finish(v), list(range(n)), None,
                                      {"clip_factors": [1.0] * n, "tau": 0.0, **info})
-    factors = []
+    factors, spare = [], torch.empty(d, dtype=torch.float64)
     for iteration in range(iterations):
         factors = [1.0 if r <= tau * tau else tau / math.sqrt(r) for r in squared]
-        v, squared = _clipped_step(vectors, v, factors, with_norms=iteration + 1 < iterations)
+        new, squared = _clipped_step(vectors, v, factors, iteration + 1 < iterations, out=spare)
+        v, spare = new, v  # two d-vectors in turn, not a fresh one per iteration
     return AggregationResult(finish(v), list(range(n)), None, {"clip_factors": factors, "tau": float(tau), **info})
 
 
 COLUMNS = 16 * SUB  # columns per pass step: the step's and the center's slices stay in cache across the n rows
 
 
-def _clipped_step(vectors: torch.Tensor, v: torch.Tensor, factors: list[float], with_norms: bool):
+def _clipped_step(vectors: torch.Tensor, v: torch.Tensor, factors: list[float], with_norms: bool,
+                  out: torch.Tensor):
     """v + (1/n) sum_i (x_i - v) * factor_i, one column slice at a time (elementwise: the same bits as whole
     rows), and, in the same pass over the rows, the squared distances to the new center that the next
-    iteration clips with (slices start at multiples of SUB: ``squared_distances_to``'s bits)."""
+    iteration clips with (slices start at multiples of SUB: ``squared_distances_to``'s bits). The new center is
+    written into ``out`` ((d,) float64, not ``v``)."""
     n, d = vectors.shape
-    new = torch.empty(d, dtype=torch.float64)
+    new = out
     squared = torch.zeros(n, dtype=torch.float64) if with_norms else None
-    scratch = torch.empty(min(d, COLUMNS), dtype=torch.float64)
+    width = min(d, COLUMNS)
+    diffs, steps = torch.empty(width, dtype=torch.float64), torch.empty(width, dtype=torch.float64)
+    scratch = workspace(n) if with_norms else None
     for start in range(0, d, COLUMNS):
         stop = min(d, start + COLUMNS)
-        center, step, diff = v[start:stop], torch.zeros(stop - start, dtype=torch.float64), scratch[:stop - start]
+        center, step, diff = v[start:stop], steps[:stop - start].zero_(), diffs[:stop - start]
         for i in range(n):
             torch.sub(vectors[i, start:stop], center, out=diff)
             step += diff.mul_(factors[i])
-        torch.add(center, step / n, out=new[start:stop])
+        torch.add(center, step.div_(n), out=new[start:stop])
         if squared is not None:
-            add_squared_distances(squared, vectors[:, start:stop], new[start:stop])
+            add_squared_distances(squared, vectors[:, start:stop], new[start:stop], scratch)
     return new, (squared.tolist() if squared is not None else None)
 
 

@@ -16,40 +16,52 @@ import torch
 SUB = 4096  # columns per block summed by one tree; slices a caller passes must start at multiples of it
 
 
+CACHE_VALUES = 1 << 17  # float64 squares held at a time (1 MiB), whatever the number of rows
+
+
 def squared_distances_to(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     """(n,) float64 ||x_i - center||^2 of an (n, d) stack and a (d,) float64 center."""
     total = torch.zeros(vectors.shape[0], dtype=torch.float64)
-    step = 16 * SUB
-    for start in range(0, vectors.shape[1], step):
-        add_squared_distances(total, vectors[:, start:start + step], center[start:start + step])
+    add_squared_distances(total, vectors, center, workspace(vectors.shape[0]))
     return total
 
 
-def add_squared_distances(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor) -> None:
-    """Add these columns' share of ||x_i - center||^2 to ``total`` ((n,) float64). Walking the columns in order
-    in slices that start at multiples of SUB gives ``squared_distances_to``'s bits whatever the slice widths."""
+def workspace(n: int) -> torch.Tensor:
+    """Scratch for ``add_squared_distances`` with n rows: allocated once by a caller that walks many slices (a
+    fresh 1 MiB temporary per slice is returned to the system and faulted in again every time)."""
+    return torch.empty(n * _columns_per_pass(n), dtype=torch.float64)
+
+
+def _columns_per_pass(n: int) -> int:
+    return max(1, CACHE_VALUES // (max(1, n) * SUB)) * SUB  # a multiple of SUB: the blocks do not move
+
+
+def add_squared_distances(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor,
+                          scratch: torch.Tensor) -> None:
+    """Add these columns' share of ||x_i - center||^2 to ``total`` ((n,) float64), using ``scratch`` (from
+    ``workspace(n)``). Walking the columns in order in slices that start at multiples of SUB gives
+    ``squared_distances_to``'s bits whatever the slice widths."""
     n, width = columns.shape
     if n == 0 or width == 0:
         return
-    step = max(1, CACHE_VALUES // (n * SUB)) * SUB  # a multiple of SUB: the same blocks, cache-sized temporaries
+    step = _columns_per_pass(n)
     for start in range(0, width, step):
-        _add_blocks(total, columns[:, start:start + step], center[start:start + step])
+        _add_blocks(total, columns[:, start:start + step], center[start:start + step], scratch)
 
 
-CACHE_VALUES = 1 << 17  # float64 values of the squares at a time (1 MiB), whatever the number of rows
-
-
-def _add_blocks(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor) -> None:
+def _add_blocks(total: torch.Tensor, columns: torch.Tensor, center: torch.Tensor, scratch: torch.Tensor) -> None:
     n, width = columns.shape
-    squares = torch.sub(columns, center).to(torch.float64)
+    padded = width + (-width) % SUB
+    squares = scratch[:n * padded].view(n, padded)
+    torch.sub(columns, center, out=squares[:, :width])  # float64 (the center is), as a fresh tensor would be
+    squares[:, width:].zero_()
     squares.mul_(squares)
-    pad = (-width) % SUB
-    if pad:
-        squares = torch.nn.functional.pad(squares, (0, pad))
-    blocks = squares.reshape(n, -1, SUB)
-    while blocks.shape[2] > 1:
-        half = blocks.shape[2] // 2
-        blocks = blocks[..., :half] + blocks[..., half:]
+    blocks = squares.view(n, -1, SUB)
+    span = SUB
+    while span > 1:  # the pairwise tree, in place: the first half of each span plus its second half
+        half = span // 2
+        blocks[..., :half].add_(blocks[..., half:span])
+        span = half
     sums = blocks[..., 0]
     for k in range(sums.shape[1]):  # blocks in column order
         total += sums[:, k]
