@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
+import pytest
+
 from consensus.messages import entry_from_plain
 from consensus.quorum import Membership
 from crypto import wire
@@ -217,3 +219,53 @@ def test_an_unreadable_certified_snapshot_is_named_and_the_next_one_used(chain, 
     assert _findings(report) == [(1, "snapshot", f"{unreadable.name} cannot be read: Is a directory")]
     assert report.from_snapshot == [SNAPSHOT_ROUND] and report.replayed == ROUNDS - SNAPSHOT_ROUND
     assert report.certificate_only == list(range(1, SNAPSHOT_ROUND))
+
+
+def test_a_certified_snapshot_file_with_other_bytes_is_named_at_its_round(chain, tmp_path):  # noqa: F811
+    data_dir = chain.copy(tmp_path / "node")
+    snapshot = data_dir / "snapshots" / f"{chain.hashes[SNAPSHOT_ROUND - 1].hex()}.state"
+    snapshot.write_bytes(b"other bytes")
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert _findings(report) == [(SNAPSHOT_ROUND, "snapshot", f"{snapshot.name} does not hash to its name")]
+
+
+# ------------------------------------------------------------------------------------------ audit_store
+
+def test_an_empty_store_fails_the_audit_with_its_reason(tmp_path):
+    from swarm.ledger.store import Store
+    Store(tmp_path / "node").close()
+    report = audit_store(tmp_path / "node", None, None)  # nothing to check: the genesis is never reached
+    assert not report.ok and report.rounds == 0
+    assert report.findings == [Finding(0, "chain", "no committed rounds in the store")]
+
+
+def test_the_audit_opens_the_store_read_only_and_creates_none(chain, tmp_path):  # noqa: F811
+    """A folder without a store is an error, not a new empty store (the audit opens read-only); a custom model or
+    dataset is not imported unless the caller trusts it."""
+    with pytest.raises(FileNotFoundError):
+        audit_store(tmp_path / "nothing", chain.genesis, chain.config)
+    assert not (tmp_path / "nothing").exists()
+    config = replace(chain.config, dataset=replace(chain.config.dataset, custom="not_imported_mod:make"))
+    assert audit_store(chain.data_dir, chain.genesis, config).not_imported == ["not_imported_mod:make"]
+
+
+def test_the_audit_counts_certificates_after_a_membership_change_in_the_new_members(chain, tmp_path):  # noqa: F811
+    """Round 2's entry names new members (node0 out, a fifth key in) and is certified by the genesis members;
+    rounds 3 and 4 are then certified by the new members only. Their certificates count in the members in force
+    from round 3 (the replay of this hand-made entry fails, which is not what is checked here)."""
+    from crypto.keys import NodeKey
+    keys = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(5)]  # the fixture's four members and a fifth
+    new_members = sorted(k.peer_id for k in keys[1:])
+    data_dir = chain.copy(tmp_path / "node")
+    _tamper_entry(data_dir, 2, members=new_members)
+    _redigest(data_dir, 2)
+    with sqlite3.connect(data_dir / "node.sqlite") as db:
+        for round_, signers in ((2, keys[:4]), (3, keys[1:]), (4, keys[1:])):
+            digest = db.execute("SELECT digest FROM chain WHERE round = ?", (round_,)).fetchone()[0]
+            db.execute("UPDATE chain SET certificate = ? WHERE round = ?",
+                       (wire.dumps(_signed_certificate(signers, chain.genesis.swarm_id, round_, digest)), round_))
+    report = audit_store(data_dir, chain.genesis, chain.config)
+    assert [f for f in report.findings if f.check in ("certificate", "quorum", "entry", "digest")] == []
+    # what fails is the replay: round 2 is a change without its signed request, round 3 (resumed from round 2's
+    # snapshot) carries the certificate of round 2's old digest
+    assert [(f.round, f.check) for f in report.findings] == [(2, "replay"), (3, "replay")]
