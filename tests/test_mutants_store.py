@@ -2,6 +2,11 @@
 that the rest of the fast suite let survive."""
 from __future__ import annotations
 
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
 from swarm.ledger.store import ChainRow, Store
 
 
@@ -18,3 +23,55 @@ def test_first_and_last_round_of_an_empty_and_a_filled_chain(tmp_path):
         assert (store.first_round(), store.last_round()) == (1, 3)
     finally:
         store.close()
+
+
+def _wal_files(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("node.sqlite-"))
+
+
+def test_a_read_only_store_cannot_write_even_below_its_guard_and_creates_no_wal_files(tmp_path):
+    """The read-only store's own SQLite connection refuses writes (``mode=ro``), not just its Python methods, and a
+    store closed cleanly is opened without SQLite creating -wal and -shm files beside it (``immutable``)."""
+    writer = Store(tmp_path)
+    writer.append(_row(1))
+    writer.close()
+    assert _wal_files(tmp_path) == []
+    reader = Store(tmp_path, read_only=True)
+    try:
+        assert [r.round for r in reader.rows()] == [1]
+        assert _wal_files(tmp_path) == []  # while it is open, not only after
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader._db.execute("INSERT INTO meta VALUES ('x', x'00')")
+    finally:
+        reader.close()
+
+
+def test_a_read_only_store_on_a_live_store_cannot_write_either(tmp_path):
+    writer = Store(tmp_path)
+    try:
+        writer.append(_row(1), durable=False)
+        assert (tmp_path / "node.sqlite-wal").exists()
+        reader = Store(tmp_path, read_only=True)
+        try:
+            assert reader.last_round() == 1
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader._db.execute("INSERT INTO meta VALUES ('x', x'00')")
+        finally:
+            reader.close()
+        assert writer.get_meta("x") is None
+    finally:
+        writer.close()
+
+
+def test_a_read_only_store_is_read_from_other_threads(tmp_path):
+    """Tools read a store opened elsewhere from worker threads (the API's views): the connection is not bound to
+    the thread that opened it."""
+    writer = Store(tmp_path)
+    writer.append(_row(1))
+    writer.close()
+    reader = Store(tmp_path, read_only=True)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(lambda: [r.round for r in reader.rows()]).result() == [1]
+    finally:
+        reader.close()
