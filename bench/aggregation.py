@@ -53,7 +53,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--rules", nargs="+",
                         default=["sum", "mean", "krum", "krum_cdist", "multikrum", "median", "median_torch",
-                                 "trimmed_mean", "trimmed_sort", "bulyan", "centered_clipping", "nnm+mean"])
+                                 "trimmed_mean", "trimmed_sort", "bulyan", "centered_clipping", "nnm+mean"],
+                        help="rule names; centered_clipping:auto (the genesis default) or centered_clipping:TAU")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +73,8 @@ def main(argv=None) -> None:
             }
             for rule in args.rules:
                 if rule not in calls:
-                    calls[rule] = (lambda r: lambda: aggregate(r, stack, f))(rule)
+                    name, options = _rule_and_options(rule)
+                    calls[rule] = (lambda r, o: lambda: aggregate(r, stack, f, **o))(name, options)
             times, paths = {}, {}
             for rule in args.rules:
                 before = dict(certified.PATHS)
@@ -91,6 +93,17 @@ def main(argv=None) -> None:
     if decided:
         fast = decided - certified.PATHS.get("exact", 0)
         print(f"certified fast decisions: {fast}/{decided} ({100.0 * fast / decided:.0f}%): {dict(certified.PATHS)}")
+
+
+def _rule_and_options(rule: str) -> tuple[str, dict]:
+    """"centered_clipping:auto" -> ("centered_clipping", {"tau": "auto"}) (the genesis default), ":2.5" a fixed
+    tau; any other name as it is."""
+    name, _, tau = rule.partition(":")
+    if not tau:
+        return name, {}
+    if name != "centered_clipping":
+        raise SystemExit(f"{rule}: only centered_clipping takes an option here (its tau)")
+    return name, {"tau": tau if tau == "auto" else float(tau)}
 
 
 if __name__ == "__main__":
