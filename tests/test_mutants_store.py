@@ -75,3 +75,16 @@ def test_a_read_only_store_is_read_from_other_threads(tmp_path):
             assert pool.submit(lambda: [r.round for r in reader.rows()]).result() == [1]
     finally:
         reader.close()
+
+
+def test_a_row_reads_back_every_column_and_there_is_no_row_before_round_1(tmp_path):
+    store = Store(tmp_path)
+    try:
+        store.append(ChainRow(1, 7, b"\x01" * 32, {"round": 1}, {"sigs": [["a", b"s"]]}, b"\x02" * 32))
+        store.append(_row(2))
+        assert store.row(1) == ChainRow(1, 7, b"\x01" * 32, {"round": 1}, {"sigs": [["a", b"s"]]}, b"\x02" * 32)
+        assert [r.term for r in store.rows()] == [7, 1]
+        assert store.row(0) is None and store.row(-1) is None  # the genesis has no row: not round 1's
+        assert store.row(3) is None
+    finally:
+        store.close()
