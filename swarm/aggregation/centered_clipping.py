@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._common import AggregationResult, finish
@@ -67,21 +68,24 @@ def _clipped_step(vectors: torch.Tensor, v: torch.Tensor, factors: list[float], 
     iteration clips with (slices start at multiples of SUB: ``squared_distances_to``'s bits). The new center is
     written into ``out`` ((d,) float64, not ``v``)."""
     n, d = vectors.shape
-    new = out
-    squared = torch.zeros(n, dtype=torch.float64) if with_norms else None
+    rows, center, new = vectors.numpy(), v.numpy(), out.numpy()  # views: numpy runs the small steps (row_norms.py)
+    squared = np.zeros(n) if with_norms else None
     width = min(d, COLUMNS)
-    diffs, steps = torch.empty(width, dtype=torch.float64), torch.empty(width, dtype=torch.float64)
+    diffs, steps = np.empty(width), np.empty(width)
     scratch = workspace(n) if with_norms else None
     for start in range(0, d, COLUMNS):
         stop = min(d, start + COLUMNS)
-        center, step, diff = v[start:stop], steps[:stop - start].zero_(), diffs[:stop - start]
+        step, diff = steps[:stop - start], diffs[:stop - start]
+        step.fill(0.0)
         for i in range(n):
-            torch.sub(vectors[i, start:stop], center, out=diff)
-            step += diff.mul_(factors[i])
-        torch.add(center, step.div_(n), out=new[start:stop])
+            np.subtract(rows[i, start:stop], center[start:stop], out=diff)
+            diff *= factors[i]
+            step += diff
+        step /= n
+        np.add(center[start:stop], step, out=new[start:stop])
         if squared is not None:
-            add_squared_distances(squared, vectors[:, start:stop], new[start:stop], scratch)
-    return new, (squared.tolist() if squared is not None else None)
+            add_squared_distances(squared, rows[:, start:stop], new[start:stop], scratch)
+    return out, (squared.tolist() if squared is not None else None)
 
 
 def median_distance(squared: list[float]) -> float:
