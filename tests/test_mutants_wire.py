@@ -112,6 +112,7 @@ def test_a_count_is_refused_when_over_the_item_limit_even_if_the_bytes_are_there
     error = _refusal(lambda: loads(data))
     assert error.reason == "bad_count"
     assert loads(bytes([7]) + struct.pack("<I", 3) + bytes(3)) == [None] * 3
+    assert len(loads(bytes([7]) + struct.pack("<I", MAX_ITEMS) + bytes(MAX_ITEMS))) == MAX_ITEMS  # the limit itself
 
 
 def test_a_count_larger_than_the_bytes_left_is_refused_as_a_count():
@@ -119,3 +120,20 @@ def test_a_count_larger_than_the_bytes_left_is_refused_as_a_count():
     assert error.reason == "bad_count" and str(error) == "bad_count: 5 items cannot fit in 4 bytes"
     error = _refusal(lambda: loads(bytes([8]) + struct.pack("<I", 3) + bytes([1]) + b"a"))  # a dict: the same
     assert error.reason == "bad_count"
+
+
+# ------------------------------------------------------------------------------------------ decode_value's refusals
+
+@pytest.mark.parametrize("data, text", [
+    (bytes([4]) + struct.pack("<d", float("nan")), "non_finite: float is NaN or infinite"),
+    (bytes([4]) + struct.pack("<d", float("-inf")), "non_finite: float is NaN or infinite"),
+    (bytes([9]), "bad_tag: unknown value tag 9"),
+    (bytes([8]) + struct.pack("<I", 2) + bytes([1]) + b"b" + bytes([0]) + bytes([1]) + b"a" + bytes([0]),
+     "non_canonical: dict keys not strictly sorted"),
+    (bytes([8]) + struct.pack("<I", 2) + (bytes([1]) + b"a" + bytes([0])) * 2, "non_canonical: dict keys not strictly sorted"),
+    (bytes([3]) + b"\0" * 3, "truncated: need 8 bytes, 3 left"),
+    (bytes([0, 0]), "trailing_bytes: 1 bytes after the end"),
+])
+def test_each_refusal_has_its_reason_and_words(data, text):
+    error = _refusal(lambda: loads(data))
+    assert str(error) == text and error.reason == text.split(":")[0]
