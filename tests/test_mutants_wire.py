@@ -73,6 +73,8 @@ def test_nested_dicts_count_towards_the_depth_like_lists():
     assert loads(dumps(deepest)) == deepest
     with pytest.raises(ValueError, match="^value nested too deeply$"):
         dumps(_nested_dicts(MAX_DEPTH + 1))
+    too_deep = (bytes([8]) + struct.pack("<I", 1) + bytes([1]) + b"k") * (MAX_DEPTH + 1) + bytes([0])
+    assert _refusal(lambda: loads(too_deep)).reason == "too_deep"
 
 
 def test_booleans_keep_their_own_tags_and_come_back_as_booleans():
