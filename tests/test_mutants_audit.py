@@ -49,7 +49,8 @@ def _delete_row(data_dir, round_: int) -> None:
 def test_a_finding_names_its_round_or_the_store():
     assert str(Finding(3, "quorum", "2 distinct valid signers, 3 needed")) == \
         "round 3: quorum: 2 distinct valid signers, 3 needed"
-    assert str(Finding(0, "chain", "no committed rounds in the store")) == "store: chain: no committed rounds in the store"
+    assert str(Finding(0, "chain", "no committed rounds in the store")) == \
+        "store: chain: no committed rounds in the store"
 
 
 # ------------------------------------------------------------------------------------------ _check_row: the chain
@@ -122,7 +123,8 @@ def test_the_first_round_is_replayed_with_no_previous_digest(chain, tmp_path):  
     _redigest(data_dir, 1)
     report = audit_store(data_dir, chain.genesis, chain.config)
     replay = [f for f in report.findings if f.check == "replay"]
-    assert replay == [Finding(1, "replay", "the entry cannot be applied: prev_cert does not certify the previous round")]
+    assert replay == [
+        Finding(1, "replay", "the entry cannot be applied: prev_cert does not certify the previous round")]
 
 
 def test_an_entry_that_does_not_decode_is_named_and_not_replayed(chain, tmp_path):  # noqa: F811
@@ -134,7 +136,7 @@ def test_an_entry_that_does_not_decode_is_named_and_not_replayed(chain, tmp_path
     assert report.replayed == 2 and report.from_snapshot == []
 
 
-def test_a_row_whose_state_hash_is_not_its_entrys_is_named_and_so_is_the_next_parent_link(chain, tmp_path):  # noqa: F811
+def test_a_row_whose_state_hash_is_not_its_entrys_is_named_and_so_is_the_next_parent(chain, tmp_path):  # noqa: F811
     """Only the row's state hash column is changed (its entry, digest and certificate are the certified ones)."""
     data_dir = chain.copy(tmp_path / "node")
     with sqlite3.connect(data_dir / "node.sqlite") as db:
@@ -155,7 +157,8 @@ def test_round_1s_parent_is_checked_against_the_genesis_state(chain, tmp_path): 
     found = _findings(report)
     assert (1, "parent", "the entry's parent is not the genesis state hash") in found
     assert (1, "certificate", "the certificate is for another round or digest") in found
-    assert [f for f in found if f[1] == "certificate"] == [(1, "certificate", "the certificate is for another round or digest")]
+    assert [f for f in found if f[1] == "certificate"] == [
+        (1, "certificate", "the certificate is for another round or digest")]
     assert [f for f in found if f[1] == "quorum"] == []  # a certificate for another digest is not counted at all
 
 

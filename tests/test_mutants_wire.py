@@ -132,7 +132,8 @@ def test_a_count_larger_than_the_bytes_left_is_refused_as_a_count():
     (bytes([9]), "bad_tag: unknown value tag 9"),
     (bytes([8]) + struct.pack("<I", 2) + bytes([1]) + b"b" + bytes([0]) + bytes([1]) + b"a" + bytes([0]),
      "non_canonical: dict keys not strictly sorted"),
-    (bytes([8]) + struct.pack("<I", 2) + (bytes([1]) + b"a" + bytes([0])) * 2, "non_canonical: dict keys not strictly sorted"),
+    (bytes([8]) + struct.pack("<I", 2) + (bytes([1]) + b"a" + bytes([0])) * 2,
+     "non_canonical: dict keys not strictly sorted"),
     (bytes([3]) + b"\0" * 3, "truncated: need 8 bytes, 3 left"),
     (bytes([0, 0]), "trailing_bytes: 1 bytes after the end"),
 ])
