@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench.report import rule_text
 from swarm.config import load_genesis
 from swarm.ops.cluster import Cluster, ClusterOptions, init_cluster
 from swarm.ops.http_json import get_json
@@ -85,9 +86,7 @@ def describe(genesis_path: Path, options: ClusterOptions) -> str:
     """The settings a bench's prose names, read from what the swarm ran with (not typed into the prose): the
     genesis' aggregation rule, its options and reputation handling, and the nodes' training and compression."""
     aggregation = load_genesis(genesis_path).aggregation
-    rule = ("nnm+" if aggregation.nnm else "") + aggregation.rule
-    if aggregation.options:
-        rule += " (" + ", ".join(f"{k} {v}" for k, v in sorted(aggregation.options.items())) + ")"
+    rule = rule_text(aggregation.rule, aggregation.options, aggregation.nnm)
     weighting = "reputation-weighted" if aggregation.reputation_weighted else "unweighted"
     return (f"{rule}, {weighting}, reputation floor {aggregation.reputation_floor:g}, {options.compression} "
             f"updates, K={options.local_steps} local steps of batch {options.batch_size}")

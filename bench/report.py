@@ -116,6 +116,14 @@ def write_section(part: str, body: str, command: str | None = None, path: Path =
     return path
 
 
+def rule_text(rule: str, options: dict, nnm: bool = False) -> str:
+    """A genesis aggregation rule as bench prose names it: "centered_clipping (tau auto)", "nnm+median"."""
+    text = ("nnm+" if nnm else "") + rule
+    if options:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(options.items())) + ")"
+    return text
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     """A GitHub markdown table; floats are printed as given (format them before)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -56,13 +56,6 @@ def floor_bytes(dim: int, n: int) -> int:
     return n * envelope_bytes(dim) + n * 4 * dim + 16 * dim
 
 
-def _default_rule_text() -> str:
-    """The rule a new genesis gets, with its options, as the cells run it."""
-    from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS
-    options = RULE_OPTIONS.get(DEFAULT_RULE, {})
-    return DEFAULT_RULE + "".join(f", {k} {v}" for k, v in sorted(options.items()))
-
-
 def _rss_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -149,7 +142,8 @@ def _mb(value: float) -> str:
 
 
 def run(args) -> str:
-    from bench.report import table
+    from bench.report import rule_text, table
+    from swarm.ops.cluster import DEFAULT_RULE, RULE_OPTIONS
 
     dims = [int(d) for d in (args.dims or ([1e6, 1e7] if args.quick else [1e6, 1e7, 1e8]))]
     sizes = args.sizes or ([4, 16] if args.quick else [4, 16, 64])
@@ -172,7 +166,7 @@ def run(args) -> str:
     body = [
         (f"Measured copy bandwidth {copy_rate / 1e9:.1f} GB/s (read + write), SHA-256 {sha_rate / 1e9:.2f} GB/s, "
          f"one thread; memory {_memory_total() / 2**30:.0f} GiB. fp16 envelopes, the genesis default rule "
-         f"({_default_rule_text()}), f = (n-1)//3."),
+         f"({rule_text(DEFAULT_RULE, RULE_OPTIONS.get(DEFAULT_RULE, {}))}), f = (n-1)//3."),
         "",
         table(["d", "n", "CPU s", "CPU floor s", "CPU / floor", "memory MB", "floor MB", "memory / floor",
                "formula MB", "bytes in MB", "bytes out MB"], rows),

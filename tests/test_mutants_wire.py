@@ -43,10 +43,10 @@ def test_bad_utf8_says_where():
 
 # ------------------------------------------------------------------------------------------ encode_value
 
-def _nested(levels: int):
+def _nested(levels: int, wrap=lambda value: [value]):
     value = None
     for _ in range(levels):
-        value = [value]
+        value = wrap(value)
     return value
 
 
@@ -61,18 +61,11 @@ def test_the_encoder_takes_exactly_the_nesting_the_decoder_takes():
     assert error.reason == "too_deep" and str(error) == f"too_deep: nesting beyond {MAX_DEPTH}"
 
 
-def _nested_dicts(levels: int):
-    value = None
-    for _ in range(levels):
-        value = {"k": value}
-    return value
-
-
 def test_nested_dicts_count_towards_the_depth_like_lists():
-    deepest = _nested_dicts(MAX_DEPTH)
+    deepest = _nested(MAX_DEPTH, lambda value: {"k": value})
     assert loads(dumps(deepest)) == deepest
     with pytest.raises(ValueError, match="^value nested too deeply$"):
-        dumps(_nested_dicts(MAX_DEPTH + 1))
+        dumps(_nested(MAX_DEPTH + 1, lambda value: {"k": value}))
     too_deep = (bytes([8]) + struct.pack("<I", 1) + bytes([1]) + b"k") * (MAX_DEPTH + 1) + bytes([0])
     assert _refusal(lambda: loads(too_deep)).reason == "too_deep"
 
